@@ -1,0 +1,139 @@
+"""Benchmarks that compare rayda's Ray paths against plain PyTorch equivalents in one run."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from rayda.data import Augment, read_info, train_dataset
+from rayda.data.pipeline import decode_batch
+
+BENCH_SIZE = (256, 512)
+AUGMENT = Augment(crop=(256, 512), scale=(0.75, 1.25), flip=True)
+
+
+class ShardRows(torch.utils.data.IterableDataset):
+    """The plain-PyTorch baseline: each DataLoader worker reads its share of the shards and decodes."""
+
+    def __init__(self, info, augment, with_label=True):
+        self.files, self.name, self.augment = info.shard_paths(), info.name, augment
+        self.light = {"name": info.name, "num_classes": info.classes.num_classes}
+
+    def __iter__(self):
+        w = torch.utils.data.get_worker_info()
+        files = self.files[w.id::w.num_workers] if w else self.files
+        for f in files:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=16, columns=["id", "image", "label"]):
+                batch = {k: rb.column(k).to_numpy(zero_copy_only=False) for k in ("id", "image", "label")}
+                batch["path"] = np.array([f] * rb.num_rows)
+                out = decode_batch(batch, self.light, self.augment, keep_id=False, with_depth=False)
+                for i in range(len(out["image"])):
+                    yield {"image": out["image"][i], "label": out["label"][i]}
+
+
+def _dataset(out: Path, n: int):
+    from rayda.simworld import generate
+
+    path = out / f"simworld_{n}"
+    if not (path / "dataset.json").exists():
+        generate("synthetic", n, BENCH_SIZE, 0, path, overwrite=True, rows_per_shard=32)
+    return read_info(path)
+
+
+def bench_ingest(out: Path, n: int = 512, batch_size: int = 16) -> dict:
+    """Decode + augment throughput: Ray Data pipeline vs DataLoader, same shards, same CPU count."""
+    info = _dataset(out, n)
+    cpus = int(ray.available_resources().get("CPU", 1))
+
+    def ray_data():
+        for _ in train_dataset(info, AUGMENT, seed=0).iter_torch_batches(batch_size=batch_size):
+            pass
+
+    def dataloader():
+        loader = torch.utils.data.DataLoader(ShardRows(info, AUGMENT), batch_size=batch_size, num_workers=cpus)
+        for _ in loader:
+            pass
+
+    timings = {}
+    for name, fn in (("ray_data", ray_data), ("dataloader", dataloader)) * 2:  # interleaved, best of two
+        t0 = time.perf_counter()
+        fn()
+        timings.setdefault(name, []).append(time.perf_counter() - t0)
+    rates = {k: info.num_rows / min(v) for k, v in timings.items()}
+    return {"images": info.num_rows, "size": list(BENCH_SIZE), "cpus": cpus, "images_per_s": rates,
+            "ratio_ray_data_over_dataloader": rates["ray_data"] / rates["dataloader"]}
+
+
+def bench_train_overhead(out: Path, steps: int = 60, batch_size: int = 8) -> dict:
+    """Source-only steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything."""
+    from rayda.classes import CITYSCAPES_19
+    from rayda.config import validate
+    from rayda.methods import StepContext, method_class
+    from rayda.train.run import build_trainer
+
+    info = _dataset(out, 256)
+    warmup = 10
+    crop = (128, 256)
+    raw = {
+        "name": f"overhead_{int(time.time())}", "storage_path": str(out / "runs"),
+        "data": {"source": str(info.path), "crop": list(crop), "batch_size": batch_size},
+        "model": {"arch": "deeplabv3plus_mobilenetv2", "size": "cpu"},
+        "method": {"name": "source_only", "optimizer": "adam", "lr": 1e-3},
+        "train": {"steps": warmup + steps, "report_every": warmup, "checkpoint_every": warmup + steps},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+    }
+    cfg = validate(raw)
+    # Ray Train: steady-state rate from the reports after the warm-up window.
+    result = build_trainer(cfg).fit()
+    with result.checkpoint.as_directory() as d:
+        hist = torch.load(Path(d) / "state.pt", weights_only=True)["history"]
+    steady = [h["images_per_s"] for h in hist if h["step"] > warmup]
+    ray_steps_per_s = float(np.mean(steady)) / batch_size
+
+    # Plain loop: same method class, same data decoded by one DataLoader worker, one torch thread
+    # (a Ray worker with 1 CPU runs torch with OMP_NUM_THREADS=1).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        method = method_class("source_only")(cfg, CITYSCAPES_19)
+        method.configure_optimizers()
+        loader = torch.utils.data.DataLoader(ShardRows(info, Augment(crop=crop)), batch_size=batch_size,
+                                             num_workers=1, drop_last=True)
+        it = iter(_forever(loader))
+        for step in range(warmup):
+            method.train_step(_tensors(next(it)), StepContext(step, cfg.train.steps, torch.device("cpu"), False))
+        t0 = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            method.train_step(_tensors(next(it)), StepContext(step, cfg.train.steps, torch.device("cpu"), False))
+        plain_steps_per_s = steps / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return {"steps": steps, "batch_size": batch_size, "crop": list(crop),
+            "steps_per_s": {"ray_train": ray_steps_per_s, "plain_pytorch": plain_steps_per_s},
+            "ratio_ray_train_over_plain": ray_steps_per_s / plain_steps_per_s}
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _tensors(batch: dict) -> dict:
+    return {k: torch.as_tensor(v) for k, v in batch.items()}
+
+
+def run(which: str, out: str | Path, steps: int = 60) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = bench_ingest(out) if which == "ingest" else bench_train_overhead(out, steps=steps)
+    result.update(benchmark=which, cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__)
+    path = out / f"{which}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return result

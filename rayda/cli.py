@@ -1,0 +1,136 @@
+"""The `rayda` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from rayda.config import ConfigError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 256x512), got {text!r}") from None
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayda", description=__doc__)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running cluster, or a local Ray)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a built-in benchmark dataset")
+    g.add_argument("benchmark", choices=["simworld"])
+    g.add_argument("--domain", required=True, choices=["synthetic", "real"])
+    g.add_argument("--n", type=int, required=True, help="number of images")
+    g.add_argument("--size", type=_size, default=(256, 512), help="HxW (default 256x512)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True)
+    g.add_argument("--gap", action="append", default=[], metavar="KEY=VALUE", help="override a domain-gap knob")
+    g.add_argument("--rows-per-shard", type=int, default=256)
+    g.add_argument("--overwrite", action="store_true")
+
+    t = sub.add_parser("train", help="train a method (resumes if the run exists)")
+    t.add_argument("--config", required=True)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a labeled dataset")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--protocol", choices=["19", "16", "13"])
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--use-gpu", action="store_true")
+
+    d = sub.add_parser("demo", help="end-to-end demo on a local Ray: simworld, source-only vs oracle")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--quick", action="store_true", help="smallest scale (about 3 minutes on 2 cores)")
+    d.add_argument("--overwrite", action="store_true")
+
+    b = sub.add_parser("bench", help="performance benchmarks")
+    b.add_argument("which", choices=["ingest", "train-overhead"])
+    b.add_argument("--out", default="bench_out")
+    b.add_argument("--steps", type=int, default=60)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rayda.runtime import init_ray
+
+    if args.command == "generate":
+        from rayda.config import parse_overrides
+        from rayda.simworld import GapConfig, generate
+
+        init_ray(args.address)
+        known = GapConfig.__dataclass_fields__
+        gap = {}
+        for key, value in parse_overrides(args.gap):
+            if key not in known:
+                raise ConfigError(f"--gap: unknown knob '{key}'; known: {', '.join(known)}")
+            gap[key] = value
+        info = generate(args.domain, args.n, args.size, args.seed, args.out, gap=GapConfig(**gap),
+                        overwrite=args.overwrite, rows_per_shard=args.rows_per_shard)
+        print(f"wrote {info.num_rows} rows in {len(info.shards)} shards to {info.path}")
+    elif args.command == "train":
+        from rayda.config import load_config
+        from rayda.train.run import train
+
+        cfg = load_config(args.config, args.set)
+        init_ray(args.address)
+        result = train(cfg)
+        print(f"run directory: {result.run_dir}")
+        if result.metrics:
+            print(f"target mIoU: {100 * result.metrics['miou']:.1f}")
+    elif args.command == "eval":
+        from rayda.eval import evaluate
+
+        init_ray(args.address)
+        m = evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, protocol=args.protocol,
+                     use_gpu=args.use_gpu)
+        print(json.dumps({"miou": m["miou"], "per_class": m["per_class"]}, indent=1))
+    elif args.command == "demo":
+        from rayda.demo import run_demo
+
+        init_ray(args.address)
+        run_demo(args.out, quick=args.quick, overwrite=args.overwrite)
+    elif args.command == "bench":
+        from rayda import bench
+
+        init_ray(args.address)
+        bench.run(args.which, args.out, steps=args.steps)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except Exception as e:  # every failure ends with one clear line and a non-zero status
+        print(f"rayda {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 1
+
+
+def describe(e: BaseException) -> str:
+    """The user-facing message of an error, unwrapped from Ray's wrappers."""
+    import ray.exceptions
+    import ray.train
+
+    while True:
+        if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None:
+            e = e.cause
+        elif isinstance(e, ray.train.WorkerGroupError) and e.worker_failures:
+            e = next(iter(e.worker_failures.values()))
+        elif isinstance(e, ray.train.ControllerError):
+            e = e.controller_failure
+        elif e.__cause__ is not None and type(e).__module__.startswith("ray"):
+            e = e.__cause__
+        else:
+            return str(e) if type(e).__name__.endswith("Error") and str(e) else f"{type(e).__name__}: {e}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

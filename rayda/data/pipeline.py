@@ -1,0 +1,220 @@
+"""Ray Data pipelines over shard datasets: read, decode, augment, and write."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from rayda.data.format import DEPTH_SCALE, SCHEMA, DatasetError, DatasetInfo
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: random rescale, crop (padding if needed) and horizontal flip."""
+
+    crop: tuple[int, int] = (128, 256)  # H, W
+    scale: tuple[float, float] = (0.75, 1.25)
+    flip: bool = True
+
+
+def read_dataset(info: DatasetInfo, shuffle_seed: int | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
+    """The raw (still encoded) rows of a dataset, with the shard path of each row for error messages."""
+    shuffle = None
+    if shuffle_seed is not None:  # a new file order every epoch, reproducible from the seed
+        shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
+    ds = ray.data.read_parquet(info.shard_paths(), include_paths=True, shuffle=shuffle)
+    return ds if columns is None else ds.select_columns(columns + ["path"])
+
+
+def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False) -> ray.data.Dataset:
+    """Decoded, augmented training samples: image float32 [3,h,w] in [-1,1], label uint8 [h,w], depth."""
+    if not info.has_labels:
+        raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
+    columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
+    return read_dataset(info, shuffle_seed=seed, columns=columns).map_batches(
+        decode_batch, batch_format="numpy", batch_size=16,
+        fn_kwargs=dict(info=_light(info), augment=augment, keep_id=False, with_depth=with_depth),
+    )
+
+
+def eval_dataset(info: DatasetInfo, with_labels: bool = True) -> ray.data.Dataset:
+    """Decoded samples at full resolution, ids kept, no augmentation."""
+    if with_labels and not info.has_labels:
+        raise DatasetError(f"dataset '{info.name}' has no labels; evaluation needs a labeled dataset")
+    columns = ["id", "image"] + (["label"] if with_labels else [])
+    return read_dataset(info, columns=columns).map_batches(
+        decode_batch, batch_format="numpy", batch_size=16,
+        fn_kwargs=dict(info=_light(info), augment=None, keep_id=True, with_depth=False),
+    )
+
+
+def _light(info: DatasetInfo) -> dict:
+    # What the decode tasks need, without shipping the whole DatasetInfo to every task.
+    return {"name": info.name, "num_classes": info.classes.num_classes}
+
+
+def decode_image_bytes(data: bytes, mode: str | None = "RGB") -> torch.Tensor:
+    """PNG/JPEG bytes -> uint8 [3,H,W] (mode RGB) or [1,H,W] with the stored dtype (mode None: ids, uint16 depth)."""
+    with Image.open(io.BytesIO(data)) as img:
+        if mode is not None and img.mode != mode:
+            img = img.convert(mode)
+        array = np.asarray(img)
+    if array.ndim == 2:
+        return torch.from_numpy(array.copy())[None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool, with_depth: bool) -> dict:
+    images, labels, depths = [], [], []
+    rng = np.random.default_rng()  # fresh draws every epoch
+    has_label = "label" in batch
+    for i, sample_id in enumerate(batch["id"]):
+        where = f"dataset '{info['name']}', shard {os.path.basename(batch['path'][i])}, id {sample_id}"
+        try:
+            image = decode_image_bytes(batch["image"][i])
+        except Exception as e:
+            raise DatasetError(f"{where}: image bytes do not decode ({e})") from None
+        label = _decode_label(batch["label"][i], image, info, where) if has_label else None
+        depth = _decode_depth(batch["depth"][i], image, where) if with_depth else None
+        if augment is not None:
+            image, label, depth = _augment(image, label, depth, augment, rng)
+        images.append(image.numpy().astype(np.float32) / 127.5 - 1.0)
+        if label is not None:
+            labels.append(label.numpy()[0])
+        if depth is not None:
+            depths.append(depth.numpy())
+    out = {"image": _stack(images)}
+    if has_label:
+        out["label"] = _stack(labels)
+    if with_depth:
+        out["depth"] = _stack(depths)
+    if keep_id:
+        out["id"] = np.asarray(batch["id"])
+    return out
+
+
+def _stack(arrays: list[np.ndarray]):
+    # Same-size samples stack into one tensor; differently sized ones travel as a ragged batch.
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    return arrays
+
+
+def _decode_label(data, image: torch.Tensor, info: dict, where: str) -> torch.Tensor:
+    if data is None:
+        raise DatasetError(f"{where}: label is null but the dataset is declared labeled")
+    try:
+        label = decode_image_bytes(data, mode=None)  # class ids as stored, never colour-converted
+    except Exception as e:
+        raise DatasetError(f"{where}: label bytes do not decode ({e})") from None
+    if label.shape[0] != 1 or label.dtype != torch.uint8:
+        raise DatasetError(f"{where}: label must be a single-channel 8-bit PNG of class ids")
+    if label.shape[1:] != image.shape[1:]:
+        raise DatasetError(f"{where}: label is {label.shape[2]}x{label.shape[1]}, image is {image.shape[2]}x{image.shape[1]}")
+    values = torch.unique(label)
+    bad = values[(values >= info["num_classes"]) & (values != IGNORE)]
+    if bad.numel():
+        raise DatasetError(f"{where}: label values {bad.tolist()} outside the class set 0..{info['num_classes'] - 1} (255 = ignore)")
+    return label
+
+
+def _decode_depth(data, image: torch.Tensor, where: str) -> torch.Tensor:
+    if data is None:
+        raise DatasetError(f"{where}: depth is missing (null) but depth was requested")
+    try:
+        depth = decode_image_bytes(data, mode=None)
+    except Exception as e:
+        raise DatasetError(f"{where}: depth bytes do not decode ({e})") from None
+    if depth.shape[0] != 1 or depth.dtype != torch.uint16:
+        raise DatasetError(f"{where}: depth must be a single-channel 16-bit PNG (centimetres)")
+    if depth.shape[1:] != image.shape[1:]:
+        raise DatasetError(f"{where}: depth is {depth.shape[2]}x{depth.shape[1]}, image is {image.shape[2]}x{image.shape[1]}")
+    return depth.to(torch.float32) / DEPTH_SCALE  # metres, 0 = unknown
+
+
+def _augment(image, label, depth, augment: Augment, rng: np.random.Generator):
+    h, w = image.shape[1:]
+    s = rng.uniform(*augment.scale)
+    size = [max(1, round(h * s)), max(1, round(w * s))]
+    image = TF.resize(image, size, InterpolationMode.BILINEAR, antialias=True)
+    if label is not None:
+        label = TF.resize(label, size, InterpolationMode.NEAREST)
+    if depth is not None:
+        depth = TF.resize(depth, size, InterpolationMode.NEAREST)
+    ch, cw = augment.crop
+    pad_h, pad_w = max(ch - size[0], 0), max(cw - size[1], 0)
+    if pad_h or pad_w:  # pad right/bottom: image black, label ignored, depth unknown
+        image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
+        label = None if label is None else TF.pad(label, [0, 0, pad_w, pad_h], fill=IGNORE)
+        depth = None if depth is None else TF.pad(depth, [0, 0, pad_w, pad_h], fill=0.0)
+    top = int(rng.integers(0, image.shape[1] - ch + 1))
+    left = int(rng.integers(0, image.shape[2] - cw + 1))
+    flip = augment.flip and rng.random() < 0.5
+    out = []
+    for t in (image, label, depth):
+        if t is not None:
+            t = TF.crop(t, top, left, ch, cw)
+            t = TF.horizontal_flip(t) if flip else t
+        out.append(t)
+    return out
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def prepare_output(out: str | Path, overwrite: bool) -> Path:
+    """An empty output directory; an existing non-empty one is refused unless overwrite."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output directory {out} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_dataset(rows: ray.data.Dataset, out: Path, info: DatasetInfo, rows_per_shard: int = 256) -> DatasetInfo:
+    """Write a dataset of format rows as Parquet shards, then `dataset.json` with counts from the shards."""
+    rows.write_parquet(str(out), min_rows_per_file=rows_per_shard)
+    files = sorted(p for p in out.glob("*.parquet"))
+    if not files:
+        raise DatasetError(f"dataset '{info.name}': nothing was written to {out} (empty input?)")
+    info.shards = [{"file": p.name, "num_rows": pq.read_metadata(p).num_rows} for p in files]
+    info.num_rows = sum(s["num_rows"] for s in info.shards)
+    info.path = out
+    if info.has_labels:
+        info.class_pixels = class_pixel_totals(info)
+    info.write(out)
+    return info
+
+
+def class_pixel_totals(info: DatasetInfo) -> list[int]:
+    """Sum of the per-row class pixel counts, as a distributed pass over the shards."""
+    def block_sum(table: pa.Table) -> pa.Table:
+        counts = np.zeros(info.classes.num_classes, np.int64)
+        for row in table.column("class_pixels").to_pylist():
+            if row is not None:
+                counts += np.asarray(row, np.int64)
+        return pa.table({"counts": [counts.tolist()]})
+
+    parts = read_dataset(info, columns=["class_pixels"]).map_batches(block_sum, batch_format="pyarrow", batch_size=None)
+    total = np.zeros(info.classes.num_classes, np.int64)
+    for row in parts.iter_rows():
+        total += np.asarray(row["counts"], np.int64)
+    return total.tolist()

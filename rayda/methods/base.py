@@ -1,0 +1,104 @@
+"""The contract between a method and the one training loop."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from rayda.config import ConfigError, RunConfig, Section
+from rayda.classes import ClassSet
+
+
+@dataclass
+class StepContext:
+    """What the loop hands a method for one step."""
+
+    step: int           # 0-based index of this step
+    total_steps: int
+    device: torch.device
+    amp: bool           # bf16 autocast on GPU
+
+    def autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+class Method:
+    """A method owns its networks, optimizers, schedulers and losses, and exposes `train_step`.
+
+    Subclasses declare `Params` (their config keys under `method:`), build their networks in
+    `__init__` into `self.nets`, their optimizers/schedulers in `configure_optimizers` (called
+    after the loop has moved and wrapped every net), and return named losses from `train_step`.
+    The loop owns devices, DDP, AMP, data, reporting and checkpoints.
+    """
+
+    name: str = ""
+    Params: type[Section] = Section
+    needs_target: bool = False   # streams unlabeled target images next to the source batch
+    needs_depth: bool = False
+
+    def __init__(self, cfg: RunConfig, classes: ClassSet):
+        self.cfg = cfg
+        self.classes = classes
+        self.params = self.parse_params(cfg)
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    @classmethod
+    def parse_params(cls, cfg: RunConfig) -> Section:
+        raw = {k: v for k, v in (cfg.method.model_extra or {}).items()}
+        try:
+            return cls.Params.model_validate(raw)
+        except ValidationError as e:
+            lines = []
+            for err in e.errors():
+                path = "method." + ".".join(str(p) for p in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    lines.append(f"unknown key '{path}' for method '{cls.name}' (known: {', '.join(cls.Params.model_fields)})")
+                else:
+                    lines.append(f"'{path}': {err['msg']} (got {err.get('input')!r})")
+            raise ConfigError("\n".join(lines)) from None
+
+    def configure_optimizers(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One update of every net, in the method's order; returns named losses (for logging)."""
+        raise NotImplementedError
+
+    @property
+    def segmenter(self) -> nn.Module:
+        """The task network that evaluation and export use (unwrapped from DDP)."""
+        return unwrap(self.nets["segmenter"])
+
+    def learning_rates(self) -> dict[str, float]:
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+
+    # -- checkpoint state: every net, optimizer and scheduler by its declared name ---------------
+    def state_dict(self) -> dict:
+        return {
+            "nets": {k: unwrap(v).state_dict() for k, v in self.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for group in ("nets", "optimizers", "schedulers"):
+            mine = getattr(self, group)
+            if set(state[group]) != set(mine):
+                raise ValueError(f"checkpoint holds {group} {sorted(state[group])}, method '{self.name}' has {sorted(mine)}")
+        for k, v in state["nets"].items():
+            unwrap(self.nets[k]).load_state_dict(v)
+        for k, v in state["optimizers"].items():
+            self.optimizers[k].load_state_dict(v)
+        for k, v in state["schedulers"].items():
+            self.schedulers[k].load_state_dict(v)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net

@@ -1,0 +1,1 @@
+"""Training: the one loop (workers), checkpoints, and the driver that runs TorchTrainer."""

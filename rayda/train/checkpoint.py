@@ -1,0 +1,64 @@
+"""Training checkpoints: full state for exact resume, plus the segmenter alone for eval/export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rayda.classes import ClassSet
+
+CHECKPOINT_VERSION = 1
+STATE_FILE = "state.pt"          # every net, optimizer, scheduler, the step and the history
+SEGMENTER_FILE = "segmenter.pt"  # the task network's weights
+META_FILE = "meta.json"          # what the checkpoint is: method, architecture, classes, step
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or belongs to another method or class set."""
+
+
+def save(directory: str | Path, *, method, step: int, history: list[dict], config: dict) -> None:
+    directory = Path(directory)
+    state = {"version": CHECKPOINT_VERSION, "method": method.name, "step": step,
+             "method_state": method.state_dict(), "history": history}
+    torch.save(state, directory / STATE_FILE)
+    torch.save(method.segmenter.state_dict(), directory / SEGMENTER_FILE)
+    meta = {"version": CHECKPOINT_VERSION, "method": method.name, "step": step,
+            "arch": config["model"]["arch"], "size": config["model"]["size"],
+            "classes": method.classes.to_json(), "config": config}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    path = directory / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {META_FILE}; not a rayda checkpoint")
+    meta = json.loads(path.read_text())
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')}, this rayda reads {CHECKPOINT_VERSION}")
+    return meta
+
+
+def load_state(directory: str | Path, method) -> dict:
+    """The full training state, checked against the method and class set about to receive it."""
+    meta = read_meta(directory)
+    if meta["method"] != method.name:
+        raise CheckpointError(f"{directory}: checkpoint of method '{meta['method']}', this run is '{method.name}'")
+    if ClassSet.from_json(meta["classes"]) != method.classes:
+        raise CheckpointError(f"{directory}: checkpoint class set {meta['classes']['names']} differs from the data's")
+    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_segmenter(directory: str | Path, device: str | torch.device = "cpu"):
+    """(segmenter in eval mode, meta) from a checkpoint directory."""
+    from rayda.models import build_segmenter
+
+    meta = read_meta(directory)
+    classes = ClassSet.from_json(meta["classes"])
+    net = build_segmenter(meta["arch"], classes.num_classes, size=meta["size"])
+    net.load_state_dict(torch.load(Path(directory) / SEGMENTER_FILE, map_location="cpu", weights_only=True))
+    return net.to(device).eval(), meta

@@ -1,0 +1,106 @@
+"""The one training loop, run by every Ray Train worker for every method."""
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from collections import defaultdict
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+
+from rayda.classes import ClassSet
+from rayda.config import validate
+from rayda.methods import StepContext, method_class
+from rayda.train import checkpoint as ckpt
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; the message names step, loss term and last good checkpoint."""
+
+
+def seed_everything(seed: int, rank: int, step: int) -> None:
+    # RNG streams are a function of (seed, rank, step) and are re-derived at every checkpoint
+    # step, so a resumed run draws exactly what the uninterrupted run drew from there on.
+    s = (seed * 1_000_003 + rank * 7_919 + step) % 2**32
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
+    """Endless stream of batches, epoch after epoch, from this worker's dataset shard."""
+    epoch = 0
+    while True:
+        n = 0
+        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True,
+                                              local_shuffle_buffer_size=shuffle_buffer or None,
+                                              local_shuffle_seed=seed + epoch):
+            n += 1
+            yield batch
+        if n == 0:
+            raise ValueError(f"dataset '{name}' gave this worker no full batch of {batch_size}: "
+                             "lower data.batch_size or use fewer workers")
+        epoch += 1
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = validate(config["cfg"])
+    classes = ClassSet.from_json(config["classes"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+
+    method = method_class(cfg.method.name)(cfg, classes)
+    for name, net in method.nets.items():
+        method.nets[name] = ray.train.torch.prepare_model(net)
+    method.configure_optimizers()
+
+    start, history = 0, []
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt.load_state(d, method)
+        method.load_state_dict(state["method_state"])
+        start, history = state["step"], state["history"]
+    seed_everything(cfg.train.seed, rank, start)
+
+    stream = batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
+                     cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
+    sums, count, t0 = defaultdict(float), 0, time.perf_counter()
+    last_checkpoint = "none yet"
+    for step in range(start, cfg.train.steps):
+        if step > start and step % cfg.train.checkpoint_every == 0:
+            seed_everything(cfg.train.seed, rank, step)
+        batch = next(stream)
+        losses = method.train_step(batch, StepContext(step, cfg.train.steps, device, cfg.train.amp))
+        for name, value in losses.items():
+            value = float(value)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"step {step}: loss '{name}' is {value}; last good checkpoint: {last_checkpoint}")
+            sums[name] += value
+        count += 1
+
+        done = step + 1
+        save = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps
+        if done % cfg.train.report_every and not save:
+            continue
+        elapsed = time.perf_counter() - t0
+        metrics = {f"loss/{k}": v / count for k, v in sums.items()}
+        metrics.update(method.learning_rates())
+        metrics.update(step=done, workers=ctx.get_world_size(),
+                       images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
+        history.append(metrics)
+        if save:
+            with tempfile.TemporaryDirectory() as d:
+                if rank == 0:
+                    ckpt.save(d, method=method, step=done, history=history, config=config["cfg"])
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None,
+                                 checkpoint_dir_name=f"checkpoint_{done:08d}")
+            last_checkpoint = f"step {done}"
+        else:
+            ray.train.report(metrics)
+        sums, count, t0 = defaultdict(float), 0, time.perf_counter()

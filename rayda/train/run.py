@@ -1,0 +1,79 @@
+"""Driver side of training: build the TorchTrainer for a config, fit it, evaluate, report."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from rayda.config import ConfigError, RunConfig, to_dict
+from rayda.data import Augment, read_info, train_dataset
+from rayda.methods import method_class
+from rayda.train.loop import train_loop_per_worker
+
+log = logging.getLogger("rayda")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: ray.train.Checkpoint
+    history: list[dict]
+    metrics: dict | None  # target-validation metrics, when data.val is set
+
+
+def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer:
+    method_cls = method_class(cfg.method.name)
+    method_cls.parse_params(cfg)  # fail on the driver, before any worker starts
+    source = read_info(cfg.data.source)
+    if cfg.data.val:
+        val = read_info(cfg.data.val)
+        if val.classes != source.classes:
+            raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
+    augment = Augment(crop=tuple(cfg.data.crop), scale=tuple(cfg.data.scale), flip=cfg.data.flip)
+    datasets = {"train": train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth)}
+    sc = cfg.scaling
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "classes": source.classes.to_json()},
+        scaling_config=ray.train.ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                               resources_per_worker={"CPU": sc.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=cfg.name, storage_path=str(Path(cfg.storage_path).expanduser().resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+    )
+
+
+def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
+    """Fit (or resume: same storage_path and name) a run, then evaluate it on data.val if given."""
+    from rayda.eval import evaluate
+    from rayda.train import checkpoint as ckpt
+
+    if cfg.scaling.use_gpu and not ray.cluster_resources().get("GPU"):
+        raise ConfigError("scaling.use_gpu is true but the Ray cluster has no GPU; set scaling.use_gpu=false")
+    result = build_trainer(cfg).fit()
+    run_dir = cfg.run_dir
+    with result.checkpoint.as_directory() as d:
+        import torch
+        history = torch.load(Path(d) / ckpt.STATE_FILE, map_location="cpu", weights_only=True)["history"]
+        metrics = None
+        if cfg.data.val and evaluate_after:
+            metrics = evaluate(d, cfg.data.val, run_dir / "eval", batch_size=cfg.eval.batch_size,
+                               protocol=cfg.eval.protocol, num_grid_images=cfg.eval.num_grid_images,
+                               use_gpu=cfg.scaling.use_gpu)
+    (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    from rayda.report import save_loss_curves
+    curves = {}
+    for row in history:
+        for k, v in row.items():
+            if k.startswith("loss/"):
+                curves.setdefault(k[5:], []).append((row["step"], v))
+    save_loss_curves(run_dir / "loss_curves.png", curves)
+    return TrainResult(run_dir, result.checkpoint, history, metrics)

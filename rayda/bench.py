@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from rayda.data import Augment, read_info, train_dataset
+from rayda.data import Augment, read_info, to_network_input, train_dataset
 from rayda.data.pipeline import decode_batch
 
 BENCH_SIZE = (256, 512)
@@ -49,7 +49,7 @@ def _dataset(out: Path, n: int):
 def bench_ingest(out: Path, n: int = 512, batch_size: int = 16) -> dict:
     """Decode + augment throughput: Ray Data pipeline vs DataLoader, same shards, same CPU count."""
     info = _dataset(out, n)
-    cpus = int(ray.available_resources().get("CPU", 1))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
 
     def ray_data():
         for _ in train_dataset(info, AUGMENT, seed=0).iter_torch_batches(batch_size=batch_size):
@@ -125,7 +125,9 @@ def _forever(loader):
 
 
 def _tensors(batch: dict) -> dict:
-    return {k: torch.as_tensor(v) for k, v in batch.items()}
+    batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+    batch["image"] = to_network_input(batch["image"])
+    return batch
 
 
 def run(which: str, out: str | Path, steps: int = 60) -> dict:

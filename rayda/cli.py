@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"target mIoU: {100 * result.metrics['miou']:.1f}")
     elif args.command == "eval":
         from rayda.eval import evaluate
+        from rayda.train.checkpoint import read_meta
 
+        read_meta(args.checkpoint)  # a bad path fails before Ray starts
         init_ray(args.address)
         m = evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, protocol=args.protocol,
                      use_gpu=args.use_gpu)

@@ -40,7 +40,10 @@ def read_dataset(info: DatasetInfo, shuffle_seed: int | None = None, columns: li
 
 
 def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False) -> ray.data.Dataset:
-    """Decoded, augmented training samples: image float32 [3,h,w] in [-1,1], label uint8 [h,w], depth."""
+    """Decoded, augmented training samples: image uint8 [3,h,w], label uint8 [h,w], depth float32 [1,h,w] metres.
+
+    Images stay uint8 until the training worker (`to_network_input`): a quarter of the bytes through
+    the object store, and on GPU the conversion runs on the device."""
     if not info.has_labels:
         raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
     columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
@@ -59,6 +62,11 @@ def eval_dataset(info: DatasetInfo, with_labels: bool = True) -> ray.data.Datase
         decode_batch, batch_format="numpy", batch_size=16,
         fn_kwargs=dict(info=_light(info), augment=None, keep_id=True, with_depth=False),
     )
+
+
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [-1, 1], the range every rayda network takes."""
+    return images.float().div_(127.5).sub_(1.0)
 
 
 def _light(info: DatasetInfo) -> dict:
@@ -91,7 +99,7 @@ def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool
         depth = _decode_depth(batch["depth"][i], image, where) if with_depth else None
         if augment is not None:
             image, label, depth = _augment(image, label, depth, augment, rng)
-        images.append(image.numpy().astype(np.float32) / 127.5 - 1.0)
+        images.append(image.numpy())
         if label is not None:
             labels.append(label.numpy()[0])
         if depth is not None:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from rayda.classes import PROTOCOLS, ClassSet
-from rayda.data import eval_dataset, read_info
+from rayda.data import eval_dataset, read_info, to_network_input
 from rayda.data.format import encode_png
 from rayda.eval.metrics import confusion_matrix, format_table, summarize
 from rayda.train.checkpoint import CheckpointError, load_segmenter, read_meta
@@ -24,9 +24,6 @@ class ConfusionPredictor:
     image | ground truth | prediction panels for the samples chosen for the grid."""
 
     def __init__(self, checkpoint: str, use_gpu: bool, grid_ids: list[str]):
-        from rayda.report import to_uint8_image
-
-        self.to_uint8 = to_uint8_image
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.net, meta = load_segmenter(checkpoint, self.device)
         self.classes = ClassSet.from_json(meta["classes"])
@@ -40,7 +37,7 @@ class ConfusionPredictor:
             pred = predict(self.net, image[None], self.device)[0]
             conf += confusion_matrix(pred, label, c)
             if sample_id in self.grid_ids:
-                row = [self.to_uint8(image), self.classes.colorize(label), self.classes.colorize(pred)]
+                row = [image.transpose(1, 2, 0), self.classes.colorize(label), self.classes.colorize(pred)]
                 panel_ids.append(str(sample_id))
                 panel_pngs.append(encode_png(np.concatenate(row, axis=1)))
         return pa.table({"conf": [conf.ravel().tolist()], "panel_ids": [panel_ids],
@@ -49,8 +46,8 @@ class ConfusionPredictor:
 
 @torch.inference_mode()
 def predict(net: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """float [N,3,H,W] in [-1,1] -> uint8 [N,H,W] class ids."""
-    x = torch.as_tensor(np.array(images, np.float32), device=device)  # copy: Ray's batches are read-only
+    """uint8 images [N,3,H,W] -> uint8 [N,H,W] class ids."""
+    x = to_network_input(torch.as_tensor(np.array(images), device=device))  # copy: Ray's batches are read-only
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = net(x)
     return logits.argmax(1).to(torch.uint8).cpu().numpy()

@@ -47,8 +47,6 @@ def build_segmenter(arch: str, num_classes: int, *, size: str = "full", pretrain
         raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {SIZES}")
-    if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(f"segmenter weights not found: {weights}")
     model = _BUILDERS[arch](num_classes, size, pretrained and weights is None)
     if weights is not None:
         load_weights(model, weights)

@@ -69,8 +69,8 @@ class ImageNetNormalize(nn.Module):
     def __init__(self):
         super().__init__()
         # Not persistent: constants, so checkpoints need not carry them.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        for name, value in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(value).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ((x + 1) / 2 - self.mean) / self.std
@@ -113,11 +113,9 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{path} does not fit {type(model).__name__}: "
-            f"{len(missing)} missing (e.g. {missing[:5]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:5]}), "
-            f"{len(wrong_shape)} of the wrong shape (e.g. {wrong_shape[:5]})"
-        )
+    problems = [f"{len(keys)} {kind} keys (e.g. {keys[:5]})" for kind, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong_shape))
+                if keys]
+    if problems:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state)

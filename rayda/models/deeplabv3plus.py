@@ -63,7 +63,7 @@ class DeepLabV3Plus(Segmenter):
             conv_bn_relu(decoder_channels, decoder_channels, 3),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
-        for head in (self.aspp, self.low_level_proj, self.fuse, self.classifier):
+        for head in (self.aspp, self.low_level_proj, self.fuse):
             init_weights(head)  # the backbone keeps timm's init (or ImageNet weights)
         init_classifier(self.classifier)
 
@@ -74,7 +74,8 @@ class DeepLabV3Plus(Segmenter):
         low_level, high_level = feats
         context = F.interpolate(self.aspp(high_level), size=low_level.shape[-2:],
                                 mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(torch.cat([context, self.low_level_proj(low_level)], 1)))
+        fused = self.fuse(torch.cat([context, self.low_level_proj(low_level)], 1))
+        return self.classifier(fused)
 
 
 def deeplabv3plus_mobilenetv2(num_classes: int, size: str, pretrained: bool) -> DeepLabV3Plus:

@@ -25,7 +25,6 @@ class VGG16(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = VGG16_WIDTHS, dilated: bool = False):
         super().__init__()
-        self.widths = widths
         stages, in_ch = [], 3
         for stage, (width, depth) in enumerate(zip(widths, VGG16_DEPTHS)):
             dilation = 2 if dilated and stage == 4 else 1

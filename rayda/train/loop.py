@@ -14,6 +14,7 @@ import torch
 
 from rayda.classes import ClassSet
 from rayda.config import validate
+from rayda.data import to_network_input
 from rayda.methods import StepContext, method_class
 from rayda.train import checkpoint as ckpt
 
@@ -76,6 +77,7 @@ def train_loop_per_worker(config: dict) -> None:
         if step > start and step % cfg.train.checkpoint_every == 0:
             seed_everything(cfg.train.seed, rank, step)
         batch = next(stream)
+        batch["image"] = to_network_input(batch["image"])
         losses = method.train_step(batch, StepContext(step, cfg.train.steps, device, cfg.train.amp))
         for name, value in losses.items():
             value = float(value)
@@ -94,6 +96,9 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(step=done, workers=ctx.get_world_size(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
         history.append(metrics)
+        if rank == 0:
+            losses_text = " ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss/"))
+            print(f"[{cfg.name}] step {done}/{cfg.train.steps} {losses_text} ({metrics['images_per_s']:.1f} img/s)", flush=True)
         if save:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:

@@ -35,6 +35,8 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
             raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
     augment = Augment(crop=tuple(cfg.data.crop), scale=tuple(cfg.data.scale), flip=cfg.data.flip)
     datasets = {"train": train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth)}
+    for ds in datasets.values():
+        ds.context.enable_progress_bars = False  # the loop prints its own progress line per report
     sc = cfg.scaling
     return TorchTrainer(
         train_loop_per_worker,

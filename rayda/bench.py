@@ -70,53 +70,73 @@ def bench_ingest(out: Path, n: int = 512, batch_size: int = 16) -> dict:
             "ratio_ray_data_over_dataloader": rates["ray_data"] / rates["dataloader"]}
 
 
-def bench_train_overhead(out: Path, steps: int = 60, batch_size: int = 8) -> dict:
-    """Source-only steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything."""
+def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False) -> dict:
+    """Source-only steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything.
+
+    CPU: the cpu-size DeepLabV3+ at 128x256, batch 8, one torch thread on both sides (a Ray worker
+    with 1 CPU runs torch with OMP_NUM_THREADS=1). GPU: the full-size one at 256x512, batch 16, bf16.
+    """
     from rayda.classes import CITYSCAPES_19
     from rayda.config import validate
     from rayda.methods import StepContext, method_class
     from rayda.train.run import build_trainer
 
-    info = _dataset(out, 256)
+    info = _dataset(out, 512 if use_gpu else 256)
     warmup = 10
-    crop = (128, 256)
+    crop, batch_size, size = ((256, 512), 16, "full") if use_gpu else ((128, 256), 8, "cpu")
+    cpus = int(ray.cluster_resources().get("CPU", 2))
     raw = {
         "name": f"overhead_{int(time.time())}", "storage_path": str(out / "runs"),
         "data": {"source": str(info.path), "crop": list(crop), "batch_size": batch_size},
-        "model": {"arch": "deeplabv3plus_mobilenetv2", "size": "cpu"},
+        "model": {"arch": "deeplabv3plus_mobilenetv2", "size": size},
         "method": {"name": "source_only", "optimizer": "adam", "lr": 1e-3},
         "train": {"steps": warmup + steps, "report_every": warmup, "checkpoint_every": warmup + steps},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "scaling": {"num_workers": 1, "use_gpu": use_gpu, "cpus_per_worker": 1},
     }
     cfg = validate(raw)
-    # Ray Train: steady-state rate from the reports after the warm-up window.
+    # Ray Train: wall time between the report closing the warm-up and the last one (reports included).
     result = build_trainer(cfg).fit()
     with result.checkpoint.as_directory() as d:
         hist = torch.load(Path(d) / "state.pt", weights_only=True)["history"]
-    steady = [h["images_per_s"] for h in hist if h["step"] > warmup]
-    ray_steps_per_s = float(np.mean(steady)) / batch_size
+    first = next(h for h in hist if h["step"] == warmup)
+    ray_steps_per_s = (hist[-1]["step"] - first["step"]) / (hist[-1]["time_s"] - first["time_s"])
 
-    # Plain loop: same method class, same data decoded by one DataLoader worker, one torch thread
-    # (a Ray worker with 1 CPU runs torch with OMP_NUM_THREADS=1).
+    # Plain loop: same method class and data, decoded by DataLoader workers (one on CPU, as Ray Data
+    # gets the one CPU left beside the trainer; the rest of the CPUs on a GPU machine).
+    device = torch.device("cuda" if use_gpu else "cpu")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if not use_gpu else threads)
     try:
         method = method_class("source_only")(cfg, CITYSCAPES_19)
+        method.nets = {k: v.to(device) for k, v in method.nets.items()}
         method.configure_optimizers()
         loader = torch.utils.data.DataLoader(ShardRows(info, Augment(crop=crop)), batch_size=batch_size,
-                                             num_workers=1, drop_last=True)
+                                             num_workers=max(1, cpus - 1), drop_last=True, pin_memory=use_gpu)
         it = iter(_forever(loader))
-        for step in range(warmup):
-            method.train_step(_tensors(next(it)), StepContext(step, cfg.train.steps, torch.device("cpu"), False))
+
+        def step(i):
+            batch = _tensors(next(it), device)
+            method.train_step(batch, StepContext(i, cfg.train.steps, device, amp=True))
+
+        for i in range(warmup):
+            step(i)
+        _sync(device)
         t0 = time.perf_counter()
-        for step in range(warmup, warmup + steps):
-            method.train_step(_tensors(next(it)), StepContext(step, cfg.train.steps, torch.device("cpu"), False))
+        for i in range(warmup, warmup + steps):
+            step(i)
+        _sync(device)
         plain_steps_per_s = steps / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    return {"steps": steps, "batch_size": batch_size, "crop": list(crop),
+    return {"steps": steps, "batch_size": batch_size, "crop": list(crop), "model_size": size,
+            "device": torch.cuda.get_device_name() if use_gpu else "cpu",
             "steps_per_s": {"ray_train": ray_steps_per_s, "plain_pytorch": plain_steps_per_s},
             "ratio_ray_train_over_plain": ray_steps_per_s / plain_steps_per_s}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def _forever(loader):
@@ -124,16 +144,16 @@ def _forever(loader):
         yield from loader
 
 
-def _tensors(batch: dict) -> dict:
-    batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+def _tensors(batch: dict, device=torch.device("cpu")) -> dict:
+    batch = {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
     batch["image"] = to_network_input(batch["image"])
     return batch
 
 
-def run(which: str, out: str | Path, steps: int = 60) -> dict:
+def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = bench_ingest(out) if which == "ingest" else bench_train_overhead(out, steps=steps)
+    result = bench_ingest(out) if which == "ingest" else bench_train_overhead(out, steps=steps, use_gpu=use_gpu)
     result.update(benchmark=which, cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__)
     path = out / f"{which}.json"
     path.write_text(json.dumps(result, indent=2))

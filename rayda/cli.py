@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("which", choices=["ingest", "train-overhead"])
     b.add_argument("--out", default="bench_out")
     b.add_argument("--steps", type=int, default=60)
+    b.add_argument("--use-gpu", action="store_true", help="train-overhead on one GPU (full-size model, bf16)")
     return p
 
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from rayda import bench
 
         init_ray(args.address)
-        bench.run(args.which, args.out, steps=args.steps)
+        bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu)
     return 0
 
 

@@ -2,9 +2,9 @@
 
 Domain gap. Both domains draw their layouts from one generator (a pinhole camera over a
 straight street with road, sidewalks, grass strips, building blocks, trees, poles with signs,
-cars and people) and render them with one pipeline; the synthetic domain is that pipeline
-with every ``GapConfig`` knob off (``NO_GAP``), so the gap is exactly what ``GapConfig``
-says. The real domain differs in: class base colours, from a saturated game palette to
+cars and people; per-scene light and per-object colour variation belong to it too) and render
+them with one pipeline; the synthetic domain is that pipeline with every ``GapConfig`` knob off
+(``NO_GAP``), so the gap is exactly what ``GapConfig`` says. The real domain differs in: class base colours, from a saturated game palette to
 desaturated, hue-shifted real ones (``palette_shift``); stronger multi-octave value-noise
 texture (``texture_strength``); directional lighting, i.e. a brightness gradient and
 sunlit/shaded facades, plus shadows under cars (``shading_strength``, ``light_angle_jitter``,
@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = 0, 1, 2, 5, 7, 8, 9, 10, 11, 13
-GROUND = (ROAD, SIDEWALK, TERRAIN)
 DOMAINS = {"synthetic": 0, "real": 1}
 SKY_DEPTH = 1000.0  # metres; the far constant for sky pixels
 CAMERA_HEIGHT = 1.5  # metres above the ground plane
@@ -49,7 +48,7 @@ class GapConfig:
     white_balance_jitter: float = 0.04  # std of the per-image relative deviation of each gain
     gamma: float = 1.25  # tone-curve exponent on [0, 1] intensities (> 1 darkens mid-tones)
     saturation: float = 0.7  # chroma scale around luma (1 = unchanged)
-    blur_sigma: float = 0.7  # std in pixels of the Gaussian optics blur
+    blur_sigma: float = 0.7  # std in pixels of the optics blur (a box filter of that variance)
     noise_sigma: float = 0.02  # std of additive Gaussian sensor noise on [0, 1] intensities
     jpeg_quality: int | None = 40  # PIL JPEG encode/decode quality; None = no compression
     horizon_shift: float = 0.03  # horizon offset as a fraction of image height (+ = lower)
@@ -82,8 +81,8 @@ _COLOURS = {
     "vegetation": ((0.12, 0.72, 0.15), (0.20, 0.30, 0.13)),
     "trunk": ((0.50, 0.28, 0.10), (0.27, 0.22, 0.18)),
     "pole": ((0.62, 0.62, 0.75), (0.40, 0.40, 0.39)),
-    "sky_top": ((0.18, 0.42, 0.95), (0.60, 0.68, 0.78)),
-    "sky_horizon": ((0.62, 0.82, 1.00), (0.84, 0.85, 0.86)),
+    "sky_top": ((0.18, 0.42, 0.95), (0.52, 0.64, 0.80)),
+    "sky_horizon": ((0.62, 0.82, 1.00), (0.82, 0.85, 0.88)),
     "window": ((0.25, 0.45, 0.80), (0.17, 0.19, 0.21)),
     "skin": ((0.98, 0.76, 0.60), (0.68, 0.54, 0.45)),
     "glass": ((0.20, 0.35, 0.65), (0.10, 0.11, 0.13)),
@@ -112,6 +111,9 @@ _COLOURS = {
     ),
 }
 
+_IS_GROUND = np.zeros(256, bool)  # trainIds of the ground plane, where car shadows fall
+_IS_GROUND[[ROAD, SIDEWALK, TERRAIN]] = True
+
 # Value-noise texture amplitude per trainId: synthetic base, and real extra (times texture_strength).
 _BASE_TEXTURE = np.zeros(256, np.float32)
 _BASE_TEXTURE[[ROAD, SIDEWALK, BUILDING, VEGETATION, TERRAIN]] = (0.04, 0.03, 0.03, 0.12, 0.08)
@@ -119,8 +121,7 @@ _REAL_TEXTURE = np.zeros(256, np.float32)
 _REAL_TEXTURE[[ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR]] = (
     1.0, 0.8, 0.9, 0.4, 0.2, 1.6, 1.3, 0.5, 0.4, 0.3)
 
-
-# Standard normal quantiles of 256 equal-mass bins: random bytes -> Gaussian noise, 3x cheaper than sampling it.
+# Standard normal quantiles of 256 equal-mass bins: a random byte indexes Gaussian noise, cheaper than sampling it.
 _NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)], np.float32)
 
 
@@ -129,8 +130,9 @@ def _palette(shift: float) -> dict[str, np.ndarray]:
             for k, (s, r) in _COLOURS.items()}
 
 
-def _jitter(colour: np.ndarray, u_bright: float, u_tint: float) -> np.ndarray:
-    """Per-object variation: brightness +-20 %, warm/cool tint +-6 %."""
+def _jitter(colour: np.ndarray, u_bright: float, u_tint: float, u_grey: float = 0.0) -> np.ndarray:
+    """Per-object variation: brightness +-20 %, warm/cool tint +-6 %, greying (desaturation) up to 50 %."""
+    colour = colour + 0.5 * u_grey * (colour.mean() - colour)
     return colour * (0.8 + 0.4 * u_bright) + (u_tint - 0.5) * np.array([0.12, 0.0, -0.12], np.float32)
 
 
@@ -160,6 +162,7 @@ class _Layout:
     grass: np.ndarray  # (left, right) grass-strip widths, 0 = none
     street_end: float  # depth where the street (and its side blocks) ends
     illumination: np.ndarray  # RGB gains of the scene's light: brightness and colour temperature
+    tints: np.ndarray  # [4, 3] uniforms varying the colours of road, sidewalk, terrain and sky (see _jitter)
     blocks: list[np.ndarray]  # per side, rows (z0, z1, height, colour u, window u, shade u), sorted by z0
     far_wall: np.ndarray | None  # rows (x0, x1, height, colour u, window u, shade u) across the street end
     objects: list[_Obj]
@@ -182,6 +185,7 @@ def _sample_layout(rng: np.random.Generator, gap: GapConfig) -> _Layout:
     street_end = rng.uniform(50, 160)
     warmth = rng.uniform(-1, 1)
     illumination = rng.uniform(0.75, 1.15) * np.array([1 + 0.06 * warmth, 1, 1 - 0.06 * warmth])
+    tints = rng.random((4, 3))
     blocks = [_sample_blocks(rng, street_end) for _ in range(2)]
     wall_weights, wall_rows, has_wall = rng.random(6) + 0.3, rng.random((6, 4)), rng.random() < 0.6
     edges = street_end * (np.concatenate([[0], np.cumsum(wall_weights)]) / wall_weights.sum() - 0.5) * 1.2
@@ -232,7 +236,8 @@ def _sample_layout(rng: np.random.Generator, gap: GapConfig) -> _Layout:
             if grass[side] and keep_bush < 0.5:
                 objects.append(_Obj("bush", sides[side] * (road[side] + walk[side] + u_x * grass[side]), z, lk))
 
-    return _Layout(horizon, road, walk, grass, street_end, illumination, blocks, far_wall if has_wall else None, objects)
+    return _Layout(horizon, road, walk, grass, street_end, illumination, tints, blocks,
+                   far_wall if has_wall else None, objects)
 
 
 # ----------------------------------------------------------------------------------- drawing
@@ -250,8 +255,10 @@ class _Canvas:
 
 
 def _draw_sky_and_ground(cv: _Canvas, lay: _Layout, pal: dict[str, np.ndarray]) -> None:
+    road, sidewalk, terrain, sky = lay.tints
+    sky_top, sky_horizon = _jitter(pal["sky_top"], *sky), _jitter(pal["sky_horizon"], *sky)
     t = np.clip(cv.ys / max(cv.horizon, 1.0), 0, 1)[..., None]
-    cv.rgb[:] = pal["sky_top"] + t * (pal["sky_horizon"] - pal["sky_top"])
+    cv.rgb[:] = sky_top + t * (sky_horizon - sky_top)
     cv.label[:] = SKY
     cv.depth[:] = SKY_DEPTH
     first = int(np.searchsorted(cv.ys[:, 0], cv.horizon, side="right"))
@@ -268,7 +275,8 @@ def _draw_sky_and_ground(cv: _Canvas, lay: _Layout, pal: dict[str, np.ndarray]) 
     label[x > road_r + lay.walk[1]] = right_far
 
     lut = np.zeros((256, 3), np.float32)
-    lut[[ROAD, SIDEWALK, TERRAIN]] = pal["road"], pal["sidewalk"], pal["terrain"]
+    lut[[ROAD, SIDEWALK, TERRAIN]] = (_jitter(pal["road"], *road), _jitter(pal["sidewalk"], *sidewalk),
+                                      _jitter(pal["terrain"], *terrain))
     rgb = lut[label]
     on_road, on_walk = label == ROAD, label == SIDEWALK
     centre_line = (np.abs(x - (road_r - road_l) / 2) < 0.08) & (z % 9 < 3.5)
@@ -433,7 +441,7 @@ def _draw_object(cv: _Canvas, obj: _Obj, pal: dict[str, np.ndarray], shadow: flo
     Y = (ground_row - cv.ys[r0:r1]) / scale  # metres above the ground
     rgb, label, depth = cv.rgb[r0:r1, c0:c1], cv.label[r0:r1, c0:c1], cv.depth[r0:r1, c0:c1]
     if obj.kind == "car" and shadow:
-        under = (np.abs(X) < 1.0) & (Y > -0.15) & (Y < 0.3) & np.isin(label, GROUND)
+        under = (np.abs(X) < 1.0) & (Y > -0.15) & (Y < 0.3) & _IS_GROUND[label]
         rgb[under] *= 1 - shadow
     for mask, lab, colour in parts_of(X, Y, obj, pal, 1.0 / scale):
         np.copyto(rgb, colour, where=mask[..., None])
@@ -458,26 +466,26 @@ def _camera(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray, illumination:
     if gap.haze:
         fog = (1 - np.exp(-gap.haze * depth)) * (label != SKY)
         rgb += fog[..., None] * (pal["sky_horizon"] - rgb)
-    gain = illumination * gap.white_balance * (1 + gap.white_balance_jitter * rng.standard_normal(3))
-    gain = (gain * math.exp(gap.exposure_jitter * rng.standard_normal())).astype(np.float32)
     if gap.shading_strength or gap.vignetting:
         ys, xs = np.linspace(-1, 1, h, dtype=np.float32)[:, None], np.linspace(-1, 1, w, dtype=np.float32)
         light = 1 + 0.5 * gap.shading_strength * (sun[0] * xs - sun[1] * ys)  # brighter toward the sun
         light *= 1 - 0.5 * gap.vignetting * (xs ** 2 + ys ** 2)
-        rgb *= light[..., None] * gain
-    else:
-        rgb *= gain
-    if gap.saturation != 1:
-        luma = (rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-        rgb = luma + gap.saturation * (rgb - luma)
+        rgb *= light[..., None]
+    # Scene light, white balance, exposure and saturation as one colour matrix acting on RGB rows.
+    gain = illumination * gap.white_balance * (1 + gap.white_balance_jitter * rng.standard_normal(3))
+    gain *= math.exp(gap.exposure_jitter * rng.standard_normal())
+    luma = np.array([0.299, 0.587, 0.114])
+    desaturate = gap.saturation * np.eye(3) + (1 - gap.saturation) * np.outer(luma, np.ones(3))
+    rgb = rgb @ (gain[:, None] * desaturate).astype(np.float32)
     image = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
     if gap.gamma != 1:
         image = ((np.arange(256) / 255) ** gap.gamma * 255 + 0.5).astype(np.uint8)[image]  # tone curve LUT
-    if gap.blur_sigma:
-        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(gap.blur_sigma)))
+    if gap.blur_sigma:  # one box-filter pass with the variance of the Gaussian: cheap and close enough
+        radius = max(0.0, (math.sqrt(12) * gap.blur_sigma - 1) / 2)
+        image = np.asarray(Image.fromarray(image).filter(ImageFilter.BoxBlur(radius)))
     if gap.noise_sigma:
-        noise = _NORMAL_QUANTILES[rng.integers(0, 256, image.shape, dtype=np.uint8)] * (255 * gap.noise_sigma)
-        image = np.clip(image + noise + 0.5, 0, 255).astype(np.uint8)
+        noise = np.round(_NORMAL_QUANTILES * 255 * gap.noise_sigma).astype(np.int16)
+        image = np.clip(image + noise[rng.integers(0, 256, image.shape, dtype=np.uint8)], 0, 255).astype(np.uint8)
     if gap.jpeg_quality is not None:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "JPEG", quality=gap.jpeg_quality)

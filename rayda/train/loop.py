@@ -93,7 +93,7 @@ def train_loop_per_worker(config: dict) -> None:
         elapsed = time.perf_counter() - t0
         metrics = {f"loss/{k}": v / count for k, v in sums.items()}
         metrics.update(method.learning_rates())
-        metrics.update(step=done, workers=ctx.get_world_size(),
+        metrics.update(step=done, workers=ctx.get_world_size(), time_s=time.time(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
         history.append(metrics)
         if rank == 0:

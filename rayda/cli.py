@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True)
     g.add_argument("--gap", action="append", default=[], metavar="KEY=VALUE", help="override a domain-gap knob")
-    g.add_argument("--rows-per-shard", type=int, default=256)
+    g.add_argument("--rows-per-shard", type=int, default=64)
     g.add_argument("--overwrite", action="store_true")
 
     t = sub.add_parser("train", help="train a method (resumes if the run exists)")

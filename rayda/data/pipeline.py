@@ -1,9 +1,11 @@
 """Ray Data pipelines over shard datasets: read, decode, augment, and write."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +33,30 @@ class Augment:
 
 
 def read_dataset(info: DatasetInfo, shuffle_seed: int | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
-    """The raw (still encoded) rows of a dataset, with the shard path of each row for error messages."""
+    """The raw (still encoded) rows of a dataset, one block per shard, with each row's shard path."""
     shuffle = None
-    if shuffle_seed is not None:  # a new file order every epoch, reproducible from the seed
+    if shuffle_seed is not None:  # a new shard order every epoch, reproducible from the seed
         shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
-    ds = ray.data.read_parquet(info.shard_paths(), include_paths=True, shuffle=shuffle)
-    return ds if columns is None else ds.select_columns(columns + ["path"])
+    paths = info.shard_paths()
+    with _parquet_reader_v1(), warnings.catch_warnings():
+        # `columns=` is deprecated for `select_columns`, but only `columns=` is pushed down into the
+        # v1 reader and lets the decode stage fuse with the read (measured 183 vs 107 images/s).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ray.data.read_parquet(paths, columns=columns, include_paths=True, shuffle=shuffle,
+                                     override_num_blocks=len(paths))
+
+
+@contextlib.contextmanager
+def _parquet_reader_v1():
+    # Ray 2.60's default (v2) Parquet reader packs small shards into a single read task, so the
+    # decode stage downstream runs as one task on one core (measured: 100 vs 158 images/s on 2
+    # cores, far worse on 16). The v1 reader honours one block per shard.
+    ctx = ray.data.DataContext.get_current()
+    old, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        yield
+    finally:
+        ctx.use_datasource_v2 = old
 
 
 def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False) -> ray.data.Dataset:
@@ -48,7 +68,7 @@ def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bo
         raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
     columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
     return read_dataset(info, shuffle_seed=seed, columns=columns).map_batches(
-        decode_batch, batch_format="numpy", batch_size=16,
+        decode_batch, batch_format="numpy", batch_size=None,  # a whole shard per task, fused with its read
         fn_kwargs=dict(info=_light(info), augment=augment, keep_id=False, with_depth=with_depth),
     )
 
@@ -59,7 +79,7 @@ def eval_dataset(info: DatasetInfo, with_labels: bool = True) -> ray.data.Datase
         raise DatasetError(f"dataset '{info.name}' has no labels; evaluation needs a labeled dataset")
     columns = ["id", "image"] + (["label"] if with_labels else [])
     return read_dataset(info, columns=columns).map_batches(
-        decode_batch, batch_format="numpy", batch_size=16,
+        decode_batch, batch_format="numpy", batch_size=None,
         fn_kwargs=dict(info=_light(info), augment=None, keep_id=True, with_depth=False),
     )
 
@@ -197,7 +217,7 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def write_dataset(rows: ray.data.Dataset, out: Path, info: DatasetInfo, rows_per_shard: int = 256) -> DatasetInfo:
+def write_dataset(rows: ray.data.Dataset, out: Path, info: DatasetInfo, rows_per_shard: int = 64) -> DatasetInfo:
     """Write a dataset of format rows as Parquet shards, then `dataset.json` with counts from the shards."""
     rows.write_parquet(str(out), min_rows_per_file=rows_per_shard)
     files = sorted(p for p in out.glob("*.parquet"))

@@ -23,7 +23,7 @@ def _render_rows(batch: dict, seed: int, domain: str, height: int, width: int, g
 
 
 def generate(domain: str, n: int, size: tuple[int, int], seed: int, out: str | Path, *,
-             gap: GapConfig = GapConfig(), overwrite: bool = False, rows_per_shard: int = 256,
+             gap: GapConfig = GapConfig(), overwrite: bool = False, rows_per_shard: int = 64,
              name: str | None = None) -> DatasetInfo:
     """Render n scenes of one domain (image, trainId label, depth) into a dataset directory."""
     if domain not in DOMAINS:

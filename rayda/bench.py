@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from rayda.data import Augment, read_info, to_network_input, train_dataset
+from rayda.data import Augment, read_info, stream_epochs, to_network_input, train_dataset
 from rayda.data.pipeline import decode_batch
 
 BENCH_SIZE = (256, 512)
@@ -53,8 +54,9 @@ def bench_ingest(out: Path, n: int = 2048, epochs: int = 2, batch_size: int = 16
     cpus = int(ray.cluster_resources().get("CPU", 1))
 
     def ray_data():
-        ds = train_dataset(info, AUGMENT, seed=0)
-        for _ in range(epochs):
+        per_stream = stream_epochs(info.num_rows, epochs * info.num_rows)  # as a training run streams it
+        ds = train_dataset(info, AUGMENT, seed=0, epochs=per_stream)
+        for _ in range(math.ceil(epochs / per_stream)):
             for _ in ds.iter_torch_batches(batch_size=batch_size):
                 pass
 

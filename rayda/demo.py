@@ -79,11 +79,8 @@ def write_demo_report(out: Path, report: dict, summaries: dict, results: dict) -
     table = format_table(summaries, CITYSCAPES_NAMES)
     images = []
     for run, r in results.items():
-        for name in ("predictions.png",):
-            src = r.run_dir / "eval" / name
-            if src.exists():
-                shutil.copy(src, out / f"{run}_{name}")
-                images.append((f"{run}: target validation predictions", out / f"{run}_{name}"))
+        shutil.copy(r.run_dir / "eval" / "predictions.png", out / f"{run}_predictions.png")
+        images.append((f"{run}: target validation predictions", out / f"{run}_predictions.png"))
         shutil.copy(r.run_dir / "loss_curves.png", out / f"{run}_loss_curves.png")
         images.append((f"{run}: training loss", out / f"{run}_loss_curves.png"))
     summary = (f"Target (real-style) validation mIoU: source-only {100 * report['runs']['source_only']['target_miou']:.1f}, "

@@ -135,3 +135,11 @@ def test_ray_pipelines_stream_decoded_batches(ray_session, tmp_path):
     assert train[0]["image"].shape[1:] == (3, 16, 16) and train[0]["depth"].shape[1:] == (1, 16, 16)
     ids = sorted(i for b in eval_dataset(info).iter_batches(batch_size=4) for i in b["id"])
     assert ids == [f"s{i:03d}" for i in range(10)]
+
+
+def test_small_datasets_chain_epochs_into_one_stream_large_ones_do_not():
+    from rayda.data import stream_epochs
+
+    assert stream_epochs(num_rows=400, rows_needed=4800) == 6  # until a stream holds >= 2048 rows
+    assert stream_epochs(num_rows=400, rows_needed=800) == 2   # never more than the run needs
+    assert stream_epochs(num_rows=100_000, rows_needed=10**7) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import shutil
 import warnings
@@ -59,18 +60,39 @@ def _parquet_reader_v1():
         ctx.use_datasource_v2 = old
 
 
-def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False) -> ray.data.Dataset:
+def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False,
+                  epochs: int = 1) -> ray.data.Dataset:
     """Decoded, augmented training samples: image uint8 [3,h,w], label uint8 [h,w], depth float32 [1,h,w] metres.
 
+    `epochs` passes over the shards (each in its own shuffled shard order) stream as one execution;
+    `stream_epochs` says how many.
     Images stay uint8 until the training worker (`to_network_input`): a quarter of the bytes through
-    the object store, and on GPU the conversion runs on the device."""
+    the object store, and on GPU the conversion runs on the device.
+    """
     if not info.has_labels:
         raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
     columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
-    return read_dataset(info, shuffle_seed=seed, columns=columns).map_batches(
-        decode_batch, batch_format="numpy", batch_size=None,  # a whole shard per task, fused with its read
-        fn_kwargs=dict(info=_light(info), augment=augment, keep_id=False, with_depth=with_depth),
-    )
+
+    def one_epoch(e: int) -> ray.data.Dataset:
+        return read_dataset(info, shuffle_seed=seed + e, columns=columns).map_batches(
+            decode_batch, batch_format="numpy", batch_size=None,  # a whole shard per task, fused with its read
+            fn_kwargs=dict(info=_light(info), augment=augment, keep_id=False, with_depth=with_depth),
+        )
+
+    first = one_epoch(0)
+    return first.union(*(one_epoch(e) for e in range(1, epochs))) if epochs > 1 else first
+
+
+MIN_ROWS_PER_STREAM = 2048
+
+
+def stream_epochs(num_rows: int, rows_needed: int) -> int:
+    """Epochs to chain into one training stream. A new execution per epoch costs seconds of start-up,
+    which starves training on small datasets (512 images, 2 cores: 126 images/s with an execution per
+    epoch, 192 chained); chained epochs run concurrently, which costs on large ones (2048 images:
+    227 vs 174). So chain only until a stream holds MIN_ROWS_PER_STREAM rows."""
+    needed = math.ceil(rows_needed / num_rows)
+    return max(1, min(needed, math.ceil(MIN_ROWS_PER_STREAM / num_rows)))
 
 
 def eval_dataset(info: DatasetInfo, with_labels: bool = True) -> ray.data.Dataset:

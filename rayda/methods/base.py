@@ -1,6 +1,7 @@
 """The contract between a method and the one training loop."""
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ class StepContext:
         return contextlib.nullcontext()
 
 
-class Method:
+class Method(abc.ABC):
     """A method owns its networks, optimizers, schedulers and losses, and exposes `train_step`.
 
     Subclasses declare `Params` (their config keys under `method:`), build their networks in
@@ -64,12 +65,13 @@ class Method:
                     lines.append(f"'{path}': {err['msg']} (got {err.get('input')!r})")
             raise ConfigError("\n".join(lines)) from None
 
+    @abc.abstractmethod
     def configure_optimizers(self) -> None:
-        raise NotImplementedError
+        """Build self.optimizers and self.schedulers over the (already wrapped) self.nets."""
 
+    @abc.abstractmethod
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         """One update of every net, in the method's order; returns named losses (for logging)."""
-        raise NotImplementedError
 
     @property
     def segmenter(self) -> nn.Module:

@@ -1,6 +1,7 @@
 """The interface shared by rayda's segmentation networks, plus small shared layers."""
 from __future__ import annotations
 
+import abc
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class Segmenter(nn.Module):
+class Segmenter(nn.Module, abc.ABC):
     """A segmentation network split into an encoder and a decoder.
 
     Inputs are float [N, 3, H, W] images in [-1, 1], any H and W. Subclasses implement
@@ -26,11 +27,13 @@ class Segmenter(nn.Module):
     embed_stride: int  # encode() output is ceil(H / embed_stride) x ceil(W / embed_stride)
     input_multiple: int = 1  # inputs are zero-padded (bottom/right) to a multiple of this
 
+    @abc.abstractmethod
     def _extract(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Padded image -> features; the last one is the embedding."""
 
+    @abc.abstractmethod
     def _head(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        """Features -> logits at any resolution."""
 
     def extract_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The features decode() consumes; the last one is the embedding."""

@@ -1,6 +1,7 @@
 """The one training loop, run by every Ray Train worker for every method."""
 from __future__ import annotations
 
+import logging
 import math
 import random
 import tempfile
@@ -17,6 +18,9 @@ from rayda.config import validate
 from rayda.data import to_network_input
 from rayda.methods import StepContext, method_class
 from rayda.train import checkpoint as ckpt
+
+
+log = logging.getLogger("rayda")  # Ray Train sends worker logs to the driver's console (print is echoed twice)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -98,7 +102,7 @@ def train_loop_per_worker(config: dict) -> None:
         history.append(metrics)
         if rank == 0:
             losses_text = " ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss/"))
-            print(f"[{cfg.name}] step {done}/{cfg.train.steps} {losses_text} ({metrics['images_per_s']:.1f} img/s)", flush=True)
+            log.info(f"[{cfg.name}] step {done}/{cfg.train.steps} {losses_text} ({metrics['images_per_s']:.1f} img/s)")
         if save:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:

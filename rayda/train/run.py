@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
 from rayda.config import ConfigError, RunConfig, to_dict
-from rayda.data import Augment, read_info, train_dataset
+from rayda.data import Augment, read_info, stream_epochs, train_dataset
 from rayda.methods import method_class
+from rayda.report import save_loss_curves
 from rayda.train.loop import train_loop_per_worker
-
-log = logging.getLogger("rayda")
 
 
 @dataclass
@@ -34,7 +33,10 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         if val.classes != source.classes:
             raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
     augment = Augment(crop=tuple(cfg.data.crop), scale=tuple(cfg.data.scale), flip=cfg.data.flip)
-    datasets = {"train": train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth)}
+    rows_needed = cfg.train.steps * cfg.data.batch_size * cfg.scaling.num_workers
+    epochs = stream_epochs(source.num_rows, rows_needed)  # the loop re-reads the stream when it ends
+    datasets = {"train": train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth,
+                                       epochs=epochs)}
     for ds in datasets.values():
         ds.context.enable_progress_bars = False  # the loop prints its own progress line per report
     sc = cfg.scaling
@@ -63,7 +65,6 @@ def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
     result = build_trainer(cfg).fit()
     run_dir = cfg.run_dir
     with result.checkpoint.as_directory() as d:
-        import torch
         history = torch.load(Path(d) / ckpt.STATE_FILE, map_location="cpu", weights_only=True)["history"]
         metrics = None
         if cfg.data.val and evaluate_after:
@@ -71,7 +72,6 @@ def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
                                protocol=cfg.eval.protocol, num_grid_images=cfg.eval.num_grid_images,
                                use_gpu=cfg.scaling.use_gpu)
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
-    from rayda.report import save_loss_curves
     curves = {}
     for row in history:
         for k, v in row.items():

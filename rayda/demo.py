@@ -17,7 +17,7 @@ log = logging.getLogger("rayda")
 # Scale presets: images per split, image size, training steps. "default" shows the domain gap;
 # "quick" only exercises the whole path.
 SCALES = {
-    "default": {"n_train": 400, "n_val": 100, "size": (128, 256), "crop": (96, 192), "steps": 600, "batch": 8},
+    "default": {"n_train": 400, "n_val": 100, "size": (128, 256), "crop": (96, 192), "steps": 500, "batch": 8},
     "quick": {"n_train": 64, "n_val": 16, "size": (64, 128), "crop": (64, 128), "steps": 20, "batch": 4},
 }
 

@@ -22,7 +22,7 @@ AUGMENT = Augment(crop=(256, 512), scale=(0.75, 1.25), flip=True)
 class ShardRows(torch.utils.data.IterableDataset):
     """The plain-PyTorch baseline: each DataLoader worker reads its share of the shards and decodes."""
 
-    def __init__(self, info, augment, with_label=True):
+    def __init__(self, info, augment):
         self.files, self.name, self.augment = info.shard_paths(), info.name, augment
         self.light = {"name": info.name, "num_classes": info.classes.num_classes}
 

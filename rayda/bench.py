@@ -160,7 +160,14 @@ def _tensors(batch: dict, device=torch.device("cpu")) -> dict:
 def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = bench_ingest(out) if which == "ingest" else bench_train_overhead(out, steps=steps, use_gpu=use_gpu)
+    if which == "pairing":
+        from rayda.pairing.bench import bench_pairing
+
+        result = bench_pairing(out)
+    elif which == "ingest":
+        result = bench_ingest(out)
+    else:
+        result = bench_train_overhead(out, steps=steps, use_gpu=use_gpu)
     result.update(benchmark=which, cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__)
     path = out / f"{which}.json"
     path.write_text(json.dumps(result, indent=2))

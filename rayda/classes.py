@@ -24,6 +24,9 @@ PROTOCOLS: dict[str, tuple[int, ...]] = {
     "19": tuple(range(19)),
     "16": (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18),
     "13": (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18),
+    # the classes Virtual KITTI and KITTI share (GIO-Ada's 10): road building pole light sign
+    # vegetation terrain sky car truck
+    "10": (0, 2, 5, 6, 7, 8, 9, 10, 13, 14),
 }
 
 
@@ -65,3 +68,11 @@ class ClassSet:
 
 
 CITYSCAPES_19 = ClassSet(CITYSCAPES_NAMES, CITYSCAPES_PALETTE, "19")
+
+
+def protocol_class_set(protocol: str) -> ClassSet:
+    """The classes of a protocol, ids renumbered 0..n-1 in trainId order ("19" equals CITYSCAPES_19)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    ids = PROTOCOLS[protocol]
+    return ClassSet(tuple(CITYSCAPES_NAMES[i] for i in ids), tuple(CITYSCAPES_PALETTE[i] for i in ids), protocol)

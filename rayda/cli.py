@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 
+from rayda.classes import PROTOCOLS
 from rayda.config import ConfigError
+from rayda.convert import KINDS as CONVERT_KINDS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -33,6 +35,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rows-per-shard", type=int, default=64)
     g.add_argument("--overwrite", action="store_true")
 
+    c = sub.add_parser("convert", help="convert a public dataset or a folder of images to a shard dataset")
+    c.add_argument("kind", choices=CONVERT_KINDS)
+    c.add_argument("--root", required=True, help="the dataset as downloaded (its top folder)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--split", help="cityscapes: train|val|test; kitti: training|testing; vkitti1/2: all or a variation")
+    c.add_argument("--protocol", choices=list(PROTOCOLS), help="class protocol the labels are remapped to (default 19)")
+    c.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="raise: stop at the first bad file; skip: convert the rest, list them in OUT/skipped.json")
+    c.add_argument("--depth-scale", type=float, help="synthia, folder: depth PNG units per metre (default 100: cm)")
+    c.add_argument("--rgb", choices=["rgb", "rgb-2k"], help="synscapes: 1440x720 images or 2048x1024 ones (default rgb)")
+    c.add_argument("--classes", help="folder: YAML class map (label value or colour -> class name)")
+    c.add_argument("--domain", choices=["synthetic", "real"], help="folder: what the images are (default real)")
+    c.add_argument("--name", help="dataset name (default: KIND-SPLIT; folder: the root's name)")
+    c.add_argument("--rows-per-shard", type=int, default=64)
+    c.add_argument("--overwrite", action="store_true")
+
+    pr = sub.add_parser("pair", help="SP-Feat pairing: each real image's K nearest synthetic images, balanced")
+    pr.add_argument("--synthetic", required=True, help="labeled synthetic dataset")
+    pr.add_argument("--real", required=True, help="real dataset (labels, or --real-labels-from)")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--k", type=int, default=15)
+    pr.add_argument("--levels", default="1,2,4", help="pyramid levels, comma-separated")
+    pr.add_argument("--real-labels-from", metavar="CHECKPOINT", help="use a segmenter's predictions as real labels")
+    pr.add_argument("--max-uses", type=int, help="lists an image may join before it gives way (default 2*K*R/N)")
+    pr.add_argument("--max-rows-per-worker", type=int, default=250_000,
+                    help="synthetic feature rows one KNN actor holds; more rows are sharded over actors")
+    pr.add_argument("--use-gpu", action="store_true", help="predict real labels on GPU")
+    pr.add_argument("--overwrite", action="store_true")
+
     t = sub.add_parser("train", help="train a method (resumes if the run exists)")
     t.add_argument("--config", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
@@ -51,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
 
     b = sub.add_parser("bench", help="performance benchmarks")
-    b.add_argument("which", choices=["ingest", "train-overhead"])
+    b.add_argument("which", choices=["ingest", "train-overhead", "pairing"])
     b.add_argument("--out", default="bench_out")
     b.add_argument("--steps", type=int, default=60)
     b.add_argument("--use-gpu", action="store_true", help="train-overhead on one GPU (full-size model, bf16)")
@@ -75,6 +106,33 @@ def run(args: argparse.Namespace) -> int:
         info = generate(args.domain, args.n, args.size, args.seed, args.out, gap=GapConfig(**gap),
                         overwrite=args.overwrite, rows_per_shard=args.rows_per_shard)
         print(f"wrote {info.num_rows} rows in {len(info.shards)} shards to {info.path}")
+    elif args.command == "convert":
+        from rayda.convert import convert
+
+        init_ray(args.address)
+        info = convert(args.kind, args.root, args.out, split=args.split, protocol=args.protocol,
+                       on_error=args.on_error, overwrite=args.overwrite, name=args.name,
+                       rows_per_shard=args.rows_per_shard, depth_scale=args.depth_scale, rgb=args.rgb,
+                       classes=args.classes, domain=args.domain)
+        print(f"wrote {info.num_rows} rows in {len(info.shards)} shards to {info.path}"
+              + (f"; skipped {info.source['skipped']} (see skipped.json)" if info.source["skipped"] else ""))
+    elif args.command == "pair":
+        from rayda.pairing import pair
+
+        try:
+            levels = tuple(int(v) for v in args.levels.split(","))
+        except ValueError:
+            raise ConfigError(f"--levels must be comma-separated integers, got {args.levels!r}") from None
+        if args.real_labels_from:
+            from rayda.train.checkpoint import read_meta
+
+            read_meta(args.real_labels_from)  # a bad path fails before Ray starts
+        init_ray(args.address)
+        s = pair(args.synthetic, args.real, args.out, k=args.k, levels=levels, real_labels_from=args.real_labels_from,
+                 max_uses=args.max_uses, max_rows_per_worker=args.max_rows_per_worker, use_gpu=args.use_gpu,
+                 overwrite=args.overwrite)
+        print(f"{s['num_pairs']} pairs for {s['num_real']} real images; coverage {100 * s['coverage']:.1f}% "
+              f"of {s['num_synthetic']} synthetic images; written to {args.out}")
     elif args.command == "train":
         from rayda.config import load_config
         from rayda.train.run import train

@@ -47,3 +47,18 @@ def test_yaml_file_with_set_overrides(tmp_path):
         load_config(path, ["train.steps"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_run_config_validates_with_its_method_keys():
+    from pathlib import Path
+
+    import yaml
+
+    configs = [p for p in sorted((Path(__file__).parents[1] / "jobs/configs").rglob("*.yaml"))
+               if "data" in yaml.safe_load(p.read_text())]  # run configs; class maps have no `data`
+    assert len(configs) >= 8, configs
+    for path in configs:
+        cfg = load_config(path)
+        method_class(cfg.method.name).parse_params(cfg)
+        header = path.read_text().split("\nname:")[0]
+        assert header.startswith("#") and "rayda " in header, f"{path}: the header says how to make its data"

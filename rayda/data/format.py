@@ -150,8 +150,11 @@ def encode_depth(depth_m: np.ndarray) -> bytes:
 
 
 def make_row(sample_id: str, image: np.ndarray, label: np.ndarray | None, depth_m: np.ndarray | None,
-             num_classes: int, image_format: str = "png") -> dict:
-    """One row of the shard format from decoded arrays (uint8 RGB, uint8 ids, float metres)."""
+             num_classes: int, image_format: str = "png", image_bytes: bytes | None = None) -> dict:
+    """One row of the shard format from decoded arrays (uint8 RGB, uint8 ids, float metres).
+
+    `image_bytes`: the PNG/JPEG that `image` was decoded from, stored as is (converters keep the
+    original files rather than re-encode them)."""
     h, w = image.shape[:2]
     for name, arr in (("label", label), ("depth", depth_m)):
         if arr is not None and arr.shape[:2] != (h, w):
@@ -165,7 +168,7 @@ def make_row(sample_id: str, image: np.ndarray, label: np.ndarray | None, depth_
         class_pixels = counts[:num_classes].tolist()
     return {
         "id": sample_id,
-        "image": encode_jpeg(image) if image_format == "jpeg" else encode_png(image),
+        "image": image_bytes or (encode_jpeg(image) if image_format == "jpeg" else encode_png(image)),
         "label": None if label is None else encode_png(label.astype(np.uint8)),
         "depth": None if depth_m is None else encode_depth(depth_m),
         "height": h,

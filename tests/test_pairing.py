@@ -1,0 +1,198 @@
+"""SP-Feat features, exact KNN, balancing, the `pair` command and the paired loader."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rayda.classes import CITYSCAPES_19, ClassSet
+from rayda.data import Augment, DatasetError
+from rayda.pairing import paired_dataset, sp_feat, topk
+from rayda.pairing.features import shared_classes
+from rayda.pairing.loader import _neighbour_draws, _random_draws
+from rayda.pairing.pair import pair_features
+
+
+def slow_sp_feat(label, num_classes, levels, ignore=255):
+    """The definition, cell by cell."""
+    h, w = label.shape
+    out = []
+    for l in levels:
+        for i in range(l):
+            for j in range(l):
+                cell = label[(i * h) // l:((i + 1) * h) // l, (j * w) // l:((j + 1) * w) // l]
+                cell = cell[cell != ignore]
+                hist = np.bincount(cell, minlength=num_classes).astype(np.float64)
+                out.append(hist / hist.sum() if hist.sum() else hist)
+    return np.concatenate(out)
+
+
+def test_sp_feat_hand_computed_with_ignore_and_an_empty_cell():
+    label = np.full((4, 4), 255, np.uint8)
+    label[:2, :2] = 1          # top-left cell: all class 1
+    label[0, 2] = 0            # top-right cell: one 0, the rest ignored
+    label[3, 3] = 2            # bottom-right: one 2; bottom-left stays empty
+    f = sp_feat(label[None], 3, levels=(1, 2))
+    assert f.dtype == np.float32 and f.shape == (1, 3 * 5)
+    np.testing.assert_allclose(f[0, :3], [1 / 6, 4 / 6, 1 / 6])          # level 1: 6 valid pixels
+    np.testing.assert_allclose(f[0, 3:], [0, 1, 0,  1, 0, 0,  0, 0, 0,  0, 0, 1])
+
+
+def test_sp_feat_matches_the_definition_on_odd_sizes_and_levels():
+    rng = np.random.default_rng(0)
+    labels = [rng.choice([0, 1, 2, 3, 4, 255], size=s).astype(np.uint8) for s in [(7, 11), (7, 11), (5, 13), (12, 12)]]
+    f = sp_feat(labels, 5, levels=(1, 2, 3, 4))
+    assert f.shape == (4, 5 * (1 + 4 + 9 + 16))
+    for label, row in zip(labels, f):
+        np.testing.assert_allclose(row, slow_sp_feat(label, 5, (1, 2, 3, 4)), atol=1e-6)
+
+
+def test_sp_feat_rejects_ids_outside_the_class_set():
+    with pytest.raises(ValueError, match=r"label values \[7\] outside 0..4"):
+        sp_feat(np.full((1, 4, 4), 7, np.uint8), 5)
+
+
+def test_topk_equals_brute_force_and_checks_k():
+    rng = np.random.default_rng(1)
+    base, queries = rng.random((3000, 40), np.float32), rng.random((200, 40), np.float32)
+    idx, dist = topk(queries, base, 15)
+    ref = np.sqrt(((queries[:, None].astype(np.float64) - base[None]) ** 2).sum(-1))
+    ref_idx = np.argsort(ref, axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, np.take_along_axis(ref, ref_idx, 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="k = 3001"):
+        topk(queries, base, 3001)
+
+
+def test_class_sets_must_overlap():
+    other = ClassSet(("cloud", "clear"), ((255, 255, 255), (0, 0, 0)), protocol="custom")
+    with pytest.raises(DatasetError, match="share no class"):
+        shared_classes(CITYSCAPES_19, other)
+
+
+def write_features(directory, feats, prefix):
+    directory.mkdir(parents=True)
+    feats = np.asarray(feats, np.float32)
+    pq.write_table(pa.table({"id": [f"{prefix}{i}" for i in range(len(feats))],
+                             "feat": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1])}),
+                   directory / "part.parquet")
+
+
+def test_balancing_when_two_synthetic_images_are_everyones_nearest(ray_clean, tmp_path):
+    # Synthetic s_i on a line at i; real q_j at -(j+1)/10: every query's 2 nearest are s0 and s1.
+    syn = [[i, 0, 0] for i in range(10)]
+    real = [[-(j + 1) / 10, 0, 0] for j in range(6)]
+    write_features(tmp_path / "syn", syn, "s")
+    write_features(tmp_path / "real", real, "q")
+    s = pair_features(tmp_path / "syn", tmp_path / "real", tmp_path / "out", k=2)
+    # cap = ceil(2 * K * R / N) = ceil(2.4) = 3: s0 and s1 stay with q0..q2 and give way for q3..q5.
+    assert s["max_uses"] == 3 and s["overused_before"] == 2 and s["max_use_before"] == 6
+    assert s["replaced"] == 6 and s["max_use_after"] == 3 and s["short_lists"] == 0
+    assert s["coverage_before_balancing"] == pytest.approx(0.2) and s["coverage"] == pytest.approx(0.4)
+    rows = pq.read_table(tmp_path / "out" / "pairs").to_pylist()
+    lists = {}
+    for r in sorted(rows, key=lambda r: r["rank"]):
+        lists.setdefault(r["real_id"], []).append(r["synthetic_id"])
+    assert lists == {**{f"q{j}": ["s0", "s1"] for j in range(3)}, **{f"q{j}": ["s2", "s3"] for j in range(3, 6)}}
+    assert all(r["weight"] == pytest.approx(1 / 3) for r in rows)
+    d = {(r["real_id"], r["synthetic_id"]): r["distance"] for r in rows}
+    assert d[("q4", "s2")] == pytest.approx(2.5)
+
+
+def test_sharded_knn_merges_to_the_same_pairs(ray_clean, tmp_path):
+    rng = np.random.default_rng(2)
+    feats = rng.random((300, 8))
+    (tmp_path / "syn").mkdir()
+    for i in range(3):  # three feature files -> three KNN shards of 100 rows
+        part = feats[100 * i:100 * (i + 1)].astype(np.float32)
+        pq.write_table(pa.table({"id": [f"s{100 * i + j:03d}" for j in range(100)],
+                                 "feat": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), 8)}),
+                       tmp_path / "syn" / f"{i}.parquet")
+    write_features(tmp_path / "real", rng.random((20, 8)), "q")
+    one = pair_features(tmp_path / "syn", tmp_path / "real", tmp_path / "one", k=4, max_uses=100)
+    three = pair_features(tmp_path / "syn", tmp_path / "real", tmp_path / "three", k=4, max_uses=100,
+                          max_rows_per_worker=100)
+    assert one["shards"] == 1 and three["shards"] == 3
+    key = lambda t: sorted((r["real_id"], r["rank"], r["synthetic_id"]) for r in t.to_pylist())  # noqa: E731
+    assert key(pq.read_table(tmp_path / "one" / "pairs")) == key(pq.read_table(tmp_path / "three" / "pairs"))
+
+
+def test_pair_command_on_simworld(ray_clean, simworld, tmp_path):
+    from rayda.cli import main
+    from rayda.data import read_dataset
+    from rayda.data.pipeline import decode_image_bytes
+
+    out = tmp_path / "pairs"
+    syn, real = simworld["synthetic"], simworld["real_val"]
+    assert main(["pair", "--synthetic", str(syn.path), "--real", str(real.path), "--out", str(out), "--k", "5"]) == 0
+    summary = json.loads((out / "pairs.json").read_text())
+    pairs = pq.read_table(out / "pairs").to_pylist()
+    assert set(pairs[0]) >= {"real_id", "synthetic_id", "rank", "distance", "weight"}
+    assert summary["num_pairs"] == len(pairs) == 5 * real.num_rows
+    for real_id in {p["real_id"] for p in pairs}:
+        mine = sorted((p for p in pairs if p["real_id"] == real_id), key=lambda p: p["rank"])
+        assert [p["rank"] for p in mine] == list(range(5))
+        assert all(a["distance"] <= b["distance"] for a, b in zip(mine, mine[1:]))
+    assert summary["coverage"] == pytest.approx(len({p["synthetic_id"] for p in pairs}) / syn.num_rows)
+    assert (out / "pairs.md").is_file() and (out / "pairs.png").is_file()
+    # The stored features are SP-Feat of the stored labels.
+    stored = pq.read_table(out / "features" / "synthetic").to_pylist()
+    row = next(iter(read_dataset(syn, columns=["id", "label"]).iter_rows()))
+    mine = next(r for r in stored if r["id"] == row["id"])
+    label = decode_image_bytes(row["label"], mode=None)[0].numpy()
+    np.testing.assert_allclose(mine["feat"], sp_feat(label[None], 19)[0], atol=1e-6)
+    # The loader's draws: deterministic for a seed, always one of the real image's neighbours.
+    draws = lambda seed: sorted(  # noqa: E731
+        (r["real_id"], r["synthetic_id"]) for r in _neighbour_draws(out, syn, real, seed, epochs=3).iter_rows())
+    first = draws(0)
+    assert first == draws(0) and first != draws(1) and len(first) == 3 * real.num_rows
+    allowed = {(p["real_id"], p["synthetic_id"]) for p in pairs}
+    assert set(first) <= allowed
+    # Paired samples, joined and decoded: whole epochs over the real images.
+    batches = list(paired_dataset(syn, real, Augment(crop=(32, 64)), 0, rows=10, pairs=out).iter_batches(batch_size=None))
+    n = sum(len(b["image"]) for b in batches)
+    assert n == 2 * real.num_rows
+    b = batches[0]
+    assert b["image"].shape[1:] == (3, 32, 64) and b["target_image"].shape[1:] == (3, 32, 64)
+    assert b["label"].shape[1:] == (32, 64)
+    # Pairs made for other datasets are refused.
+    with pytest.raises(DatasetError, match="pairs synthetic dataset"):
+        paired_dataset(real, real, Augment(), 0, rows=10, pairs=out)
+
+
+def test_random_pairing_is_deterministic_and_uniform_over_synthetic(ray_clean, simworld):
+    syn, real = simworld["synthetic"], simworld["real_val"]
+    draws = lambda seed: sorted((r["real_id"], r["synthetic_id"]) for r in  # noqa: E731
+                                _random_draws(syn, real, seed, epochs=4).iter_rows())
+    first = draws(0)
+    assert first == draws(0) and first != draws(1) and len(first) == 4 * real.num_rows
+    assert len({s for _, s in first}) > 10  # spread over the synthetic set, not a few images
+
+
+def test_pair_errors_name_the_problem(ray_clean, simworld, tmp_path):
+    from rayda.pairing import pair
+
+    with pytest.raises(DatasetError, match=r"--k 33 is larger than the synthetic dataset .* \(32 images\)"):
+        pair(simworld["synthetic"].path, simworld["real_val"].path, tmp_path / "o", k=33)
+    (tmp_path / "empty").mkdir()
+    write_features(tmp_path / "real", [[0.0, 1.0]], "q")
+    with pytest.raises(DatasetError, match="no synthetic features"):
+        pair_features(tmp_path / "empty", tmp_path / "real", tmp_path / "o2")
+
+
+def test_real_labels_from_a_checkpoint(ray_clean, simworld, tmp_path):
+    from rayda.models import build_segmenter
+    from rayda.pairing import pair
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.manual_seed(0)
+    torch.save(build_segmenter("deeplabv3plus_mobilenetv2", 19, size="cpu").state_dict(), ckpt / "segmenter.pt")
+    (ckpt / "meta.json").write_text(json.dumps({"version": 1, "method": "source_only", "step": 0,
+                                                "arch": "deeplabv3plus_mobilenetv2", "size": "cpu",
+                                                "classes": CITYSCAPES_19.to_json(), "config": {}}))
+    s = pair(simworld["synthetic"].path, simworld["real_val"].path, tmp_path / "o", k=3, real_labels_from=str(ckpt),
+             num_grid=0)
+    assert s["real_labels"].startswith("predicted by") and s["num_pairs"] == 3 * simworld["real_val"].num_rows

@@ -20,6 +20,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     source: str                        # labeled training dataset (synthetic, or real for the oracle)
     target: str | None = None          # unlabeled target-domain training dataset (adaptation methods)
+    pairs: str | None = None           # `rayda pair` output: SP-Feat pairing of source and target; else random pairs
     val: str | None = None             # labeled target-domain validation dataset
     crop: tuple[int, int] = (128, 256)  # training crop, H x W
     scale: tuple[float, float] = (0.75, 1.25)  # random rescale range before the crop

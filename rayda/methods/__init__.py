@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from rayda.config import ConfigError
 from rayda.methods.base import Method, StepContext, unwrap
+from rayda.methods.cycleplus import CyclePlus
 from rayda.methods.source_only import SourceOnly
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SourceOnly,)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SourceOnly, CyclePlus)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 import torch
 from pydantic import ValidationError
@@ -49,6 +52,7 @@ class Method(abc.ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.buffers: dict[str, Any] = {}  # other state a resume must restore (image pools), by name
 
     @classmethod
     def parse_params(cls, cfg: RunConfig) -> Section:
@@ -73,6 +77,11 @@ class Method(abc.ABC):
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         """One update of every net, in the method's order; returns named losses (for logging)."""
 
+    def visuals(self, batch: dict[str, torch.Tensor]) -> tuple[list[str], list[list[np.ndarray]]] | None:
+        """(column titles, rows of uint8 HxWx3 images) for the grid saved with each checkpoint, or None.
+        Runs on rank 0 only: use unwrapped nets (a DDP forward on one rank would hang the others)."""
+        return None
+
     @property
     def segmenter(self) -> nn.Module:
         """The task network that evaluation and export use (unwrapped from DDP)."""
@@ -87,10 +96,11 @@ class Method(abc.ABC):
             "nets": {k: unwrap(v).state_dict() for k, v in self.nets.items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "buffers": {k: v.state_dict() for k, v in self.buffers.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        for group in ("nets", "optimizers", "schedulers"):
+        for group in ("nets", "optimizers", "schedulers", "buffers"):
             mine = getattr(self, group)
             if set(state[group]) != set(mine):
                 raise ValueError(f"checkpoint holds {group} {sorted(state[group])}, method '{self.name}' has {sorted(mine)}")
@@ -100,6 +110,8 @@ class Method(abc.ABC):
             self.optimizers[k].load_state_dict(v)
         for k, v in state["schedulers"].items():
             self.schedulers[k].load_state_dict(v)
+        for k, v in state["buffers"].items():
+            self.buffers[k].load_state_dict(v)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -62,8 +62,10 @@ class Segmenter(nn.Module, abc.ABC):
         feats = self.extract_features(x)
         return self.decode(feats, x.shape[-2:]), feats[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_features(x)[0]
+    def forward(self, x: torch.Tensor, with_embedding: bool = False):
+        """Logits; with_embedding: (logits, embedding), the form a DDP-wrapped segmenter can return."""
+        logits, embedding = self.forward_with_features(x)
+        return (logits, embedding) if with_embedding else logits
 
 
 class ImageNetNormalize(nn.Module):

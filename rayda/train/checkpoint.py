@@ -12,6 +12,7 @@ CHECKPOINT_VERSION = 1
 STATE_FILE = "state.pt"          # every net, optimizer, scheduler, the step and the history
 SEGMENTER_FILE = "segmenter.pt"  # the task network's weights
 META_FILE = "meta.json"          # what the checkpoint is: method, architecture, classes, step
+VISUALS_FILE = "visuals.png"     # the method's image grid at this step (translations), if it has one
 
 
 class CheckpointError(ValueError):
@@ -62,3 +63,16 @@ def load_segmenter(directory: str | Path, device: str | torch.device = "cpu"):
     net = build_segmenter(meta["arch"], classes.num_classes, size=meta["size"])
     net.load_state_dict(torch.load(Path(directory) / SEGMENTER_FILE, map_location="cpu", weights_only=True))
     return net.to(device).eval(), meta
+
+
+def load_segmenter_weights(net, directory: str | Path, arch: str, classes: ClassSet) -> None:
+    """Start a method's segmenter from another run's checkpoint (e.g. source-only), checked to fit."""
+    meta = read_meta(directory)
+    if meta["arch"] != arch:
+        raise CheckpointError(f"{directory}: segmenter is '{meta['arch']}', this run's model.arch is '{arch}'")
+    if ClassSet.from_json(meta["classes"]) != classes:
+        raise CheckpointError(f"{directory}: checkpoint class set {meta['classes']['names']} differs from the data's")
+    try:
+        net.load_state_dict(torch.load(Path(directory) / SEGMENTER_FILE, map_location="cpu", weights_only=True))
+    except RuntimeError as e:  # e.g. model.size differs
+        raise CheckpointError(f"{directory}: segmenter weights do not fit this run's model ({e})") from None

@@ -7,6 +7,7 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import ray.train
@@ -17,6 +18,7 @@ from rayda.classes import ClassSet
 from rayda.config import validate
 from rayda.data import to_network_input
 from rayda.methods import StepContext, method_class
+from rayda.report import save_grid
 from rayda.train import checkpoint as ckpt
 
 
@@ -81,7 +83,9 @@ def train_loop_per_worker(config: dict) -> None:
         if step > start and step % cfg.train.checkpoint_every == 0:
             seed_everything(cfg.train.seed, rank, step)
         batch = next(stream)
-        batch["image"] = to_network_input(batch["image"])
+        for key in ("image", "target_image"):
+            if key in batch:
+                batch[key] = to_network_input(batch[key])
         losses = method.train_step(batch, StepContext(step, cfg.train.steps, device, cfg.train.amp))
         for name, value in losses.items():
             value = float(value)
@@ -107,6 +111,9 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
                     ckpt.save(d, method=method, step=done, history=history, config=config["cfg"])
+                    grid = method.visuals(batch)
+                    if grid is not None:  # travels with the checkpoint to the run's storage
+                        save_grid(Path(d) / ckpt.VISUALS_FILE, grid[1], titles=grid[0])
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None,
                                  checkpoint_dir_name=f"checkpoint_{done:08d}")
             last_checkpoint = f"step {done}"

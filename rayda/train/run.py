@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ray.train.torch import TorchTrainer
 from rayda.config import ConfigError, RunConfig, to_dict
 from rayda.data import Augment, read_info, stream_epochs, train_dataset
 from rayda.methods import method_class
+from rayda.pairing import paired_dataset
 from rayda.report import save_loss_curves
 from rayda.train.loop import train_loop_per_worker
 
@@ -34,9 +36,19 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
             raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
     augment = Augment(crop=tuple(cfg.data.crop), scale=tuple(cfg.data.scale), flip=cfg.data.flip)
     rows_needed = cfg.train.steps * cfg.data.batch_size * cfg.scaling.num_workers
-    epochs = stream_epochs(source.num_rows, rows_needed)  # the loop re-reads the stream when it ends
-    datasets = {"train": train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth,
-                                       epochs=epochs)}
+    if method_cls.needs_target:
+        if not cfg.data.target:
+            raise ConfigError(f"method '{cfg.method.name}' adapts to a target domain: set data.target")
+        target = read_info(cfg.data.target)
+        # Enough pairs for the whole run in one stream; the loop re-reads it if a worker runs short.
+        train = paired_dataset(source, target, augment, seed=cfg.train.seed, rows=rows_needed, pairs=cfg.data.pairs,
+                               with_depth=method_cls.needs_depth)
+    else:
+        if cfg.data.pairs:
+            raise ConfigError(f"data.pairs is set but method '{cfg.method.name}' trains on the source alone")
+        epochs = stream_epochs(source.num_rows, rows_needed)  # the loop re-reads the stream when it ends
+        train = train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth, epochs=epochs)
+    datasets = {"train": train}
     for ds in datasets.values():
         ds.context.enable_progress_bars = False  # the loop prints its own progress line per report
     sc = cfg.scaling
@@ -66,6 +78,9 @@ def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
     run_dir = cfg.run_dir
     with result.checkpoint.as_directory() as d:
         history = torch.load(Path(d) / ckpt.STATE_FILE, map_location="cpu", weights_only=True)["history"]
+        if (Path(d) / ckpt.VISUALS_FILE).is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(d) / ckpt.VISUALS_FILE, run_dir / ckpt.VISUALS_FILE)
         metrics = None
         if cfg.data.val and evaluate_after:
             metrics = evaluate(d, cfg.data.val, run_dir / "eval", batch_size=cfg.eval.batch_size,

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--use-gpu", action="store_true", help="predict real labels on GPU")
     pr.add_argument("--overwrite", action="store_true")
 
+    tr = sub.add_parser("translate", help="translate a dataset's images with a trained source->target generator")
+    tr.add_argument("--checkpoint", required=True)
+    tr.add_argument("--data", required=True, help="the (synthetic) dataset to translate")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--use-gpu", action="store_true")
+    tr.add_argument("--overwrite", action="store_true")
+
     t = sub.add_parser("train", help="train a method (resumes if the run exists)")
     t.add_argument("--config", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
@@ -133,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
                  overwrite=args.overwrite)
         print(f"{s['num_pairs']} pairs for {s['num_real']} real images; coverage {100 * s['coverage']:.1f}% "
               f"of {s['num_synthetic']} synthetic images; written to {args.out}")
+    elif args.command == "translate":
+        from rayda.train.checkpoint import read_meta
+        from rayda.translate import translate
+
+        read_meta(args.checkpoint)  # a bad path fails before Ray starts
+        init_ray(args.address)
+        info = translate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, use_gpu=args.use_gpu,
+                         overwrite=args.overwrite)
+        print(f"wrote {info.num_rows} translated rows in {len(info.shards)} shards to {info.path}")
     elif args.command == "train":
         from rayda.config import load_config
         from rayda.train.run import train

@@ -2,6 +2,7 @@
 import copy
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -89,3 +90,20 @@ def test_two_worker_ddp_run_resumes_and_writes_translations(simworld, tmp_path, 
     resumed = train(validate(raw))
     assert [h["step"] for h in resumed.history] == [2, 4, 6] and resumed.history[:2] == first.history
     assert json.loads((resumed.run_dir / "eval" / "metrics.json").read_text())["step"] == 6
+
+    # Export: the synthetic set through G_ST; same ids, labels and depth, new images.
+    from rayda.cli import main
+    from rayda.data import read_info
+
+    out = tmp_path / "translated"
+    assert main(["translate", "--checkpoint", resumed.checkpoint.path, "--data", str(simworld["synthetic"].path),
+                 "--out", str(out)]) == 0
+    info = read_info(out)
+    assert info.num_rows == simworld["synthetic"].num_rows and info.source["method"] == "cycleplus"
+    key = lambda t: {r["id"]: r for r in t.to_pylist()}  # noqa: E731
+    before, after = key(pq.read_table(simworld["synthetic"].shard_paths())), key(pq.read_table(info.shard_paths()))
+    assert before.keys() == after.keys()
+    for i, row in after.items():
+        assert row["label"] == before[i]["label"] and row["depth"] == before[i]["depth"]
+        assert row["image"] != before[i]["image"] and (row["height"], row["width"]) == (64, 128)
+    assert info.class_pixels == simworld["synthetic"].class_pixels and (out / "preview.png").is_file()

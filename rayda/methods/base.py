@@ -99,13 +99,16 @@ class Method(abc.ABC):
             "buffers": {k: v.state_dict() for k, v in self.buffers.items()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        for group in ("nets", "optimizers", "schedulers", "buffers"):
+    def load_state_dict(self, state: dict, nets_only: bool = False) -> None:
+        """Restore a checkpoint's state; nets_only for inference (no optimizers were configured)."""
+        for group in ("nets",) if nets_only else ("nets", "optimizers", "schedulers", "buffers"):
             mine = getattr(self, group)
             if set(state[group]) != set(mine):
                 raise ValueError(f"checkpoint holds {group} {sorted(state[group])}, method '{self.name}' has {sorted(mine)}")
         for k, v in state["nets"].items():
             unwrap(self.nets[k]).load_state_dict(v)
+        if nets_only:
+            return
         for k, v in state["optimizers"].items():
             self.optimizers[k].load_state_dict(v)
         for k, v in state["schedulers"].items():

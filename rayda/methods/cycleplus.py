@@ -131,6 +131,10 @@ class CyclePlus(Method):
         losses["total"] = total
         return {k: v.detach() for k, v in losses.items()}
 
+    def translator(self) -> torch.nn.Module:
+        """Source -> target, for `rayda translate`."""
+        return unwrap(self.nets["g_st"])
+
     @torch.no_grad()
     def visuals(self, batch):
         g_st, g_ts = unwrap(self.nets["g_st"]), unwrap(self.nets["g_ts"])

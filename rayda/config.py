@@ -20,7 +20,8 @@ class Section(BaseModel):
 class DataConfig(Section):
     source: str                        # labeled training dataset (synthetic, or real for the oracle)
     target: str | None = None          # unlabeled target-domain training dataset (adaptation methods)
-    pairs: str | None = None           # `rayda pair` output: SP-Feat pairing of source and target; else random pairs
+    pairing: Literal["random", "spfeat"] = "random"  # how adaptation methods pair source and target images
+    pairs: str | None = None           # `rayda pair` output, for pairing: spfeat
     val: str | None = None             # labeled target-domain validation dataset
     crop: tuple[int, int] = (128, 256)  # training crop, H x W
     scale: tuple[float, float] = (0.75, 1.25)  # random rescale range before the crop
@@ -34,6 +35,8 @@ class DataConfig(Section):
             raise ValueError(f"crop must be positive, got {self.crop}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must satisfy 0 < min <= max, got {self.scale}")
+        if (self.pairing == "spfeat") != (self.pairs is not None):
+            raise ValueError("pairing: spfeat needs pairs: DIR (from `rayda pair`), and pairs is only read with it")
         return self
 
 

@@ -5,8 +5,9 @@ from rayda.config import ConfigError
 from rayda.methods.base import Method, StepContext, unwrap
 from rayda.methods.cycleplus import CyclePlus
 from rayda.methods.source_only import SourceOnly
+from rayda.methods.unit import UNIT
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SourceOnly, CyclePlus)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SourceOnly, CyclePlus, UNIT)}
 
 
 def method_class(name: str) -> type[Method]:

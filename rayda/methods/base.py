@@ -44,6 +44,7 @@ class Method(abc.ABC):
     Params: type[Section] = Section
     needs_target: bool = False   # streams unlabeled target images next to the source batch
     needs_depth: bool = False
+    has_segmenter: bool = True   # False: a translation-only method (evaluate via translate + train)
 
     def __init__(self, cfg: RunConfig, classes: ClassSet):
         self.cfg = cfg
@@ -83,9 +84,9 @@ class Method(abc.ABC):
         return None
 
     @property
-    def segmenter(self) -> nn.Module:
-        """The task network that evaluation and export use (unwrapped from DDP)."""
-        return unwrap(self.nets["segmenter"])
+    def segmenter(self) -> nn.Module | None:
+        """The task network that evaluation and export use (unwrapped from DDP); None if it has none."""
+        return unwrap(self.nets["segmenter"]) if self.has_segmenter else None
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}

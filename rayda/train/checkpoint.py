@@ -24,7 +24,8 @@ def save(directory: str | Path, *, method, step: int, history: list[dict], confi
     state = {"version": CHECKPOINT_VERSION, "method": method.name, "step": step,
              "method_state": method.state_dict(), "history": history}
     torch.save(state, directory / STATE_FILE)
-    torch.save(method.segmenter.state_dict(), directory / SEGMENTER_FILE)
+    if method.segmenter is not None:
+        torch.save(method.segmenter.state_dict(), directory / SEGMENTER_FILE)
     meta = {"version": CHECKPOINT_VERSION, "method": method.name, "step": step,
             "arch": config["model"]["arch"], "size": config["model"]["size"],
             "classes": method.classes.to_json(), "config": config}
@@ -59,6 +60,9 @@ def load_segmenter(directory: str | Path, device: str | torch.device = "cpu"):
     from rayda.models import build_segmenter
 
     meta = read_meta(directory)
+    if not (Path(directory) / SEGMENTER_FILE).is_file():
+        raise CheckpointError(f"{directory}: method '{meta['method']}' trains no segmenter; `rayda translate` "
+                              "with this checkpoint, then `rayda train` a segmenter on the translated data")
     classes = ClassSet.from_json(meta["classes"])
     net = build_segmenter(meta["arch"], classes.num_classes, size=meta["size"])
     net.load_state_dict(torch.load(Path(directory) / SEGMENTER_FILE, map_location="cpu", weights_only=True))

@@ -29,6 +29,9 @@ class TrainResult:
 def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer:
     method_cls = method_class(cfg.method.name)
     method_cls.parse_params(cfg)  # fail on the driver, before any worker starts
+    if cfg.data.val and not method_cls.has_segmenter:
+        raise ConfigError(f"data.val is set but method '{cfg.method.name}' trains no segmenter to evaluate; "
+                          "remove data.val (evaluate after `rayda translate` and `rayda train`)")
     source = read_info(cfg.data.source)
     if cfg.data.val:
         val = read_info(cfg.data.val)
@@ -41,7 +44,8 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
             raise ConfigError(f"method '{cfg.method.name}' adapts to a target domain: set data.target")
         target = read_info(cfg.data.target)
         # Enough pairs for the whole run in one stream; the loop re-reads it if a worker runs short.
-        train = paired_dataset(source, target, augment, seed=cfg.train.seed, rows=rows_needed, pairs=cfg.data.pairs,
+        pairs = cfg.data.pairs if cfg.data.pairing == "spfeat" else None
+        train = paired_dataset(source, target, augment, seed=cfg.train.seed, rows=rows_needed, pairs=pairs,
                                with_depth=method_cls.needs_depth)
     else:
         if cfg.data.pairs:

@@ -50,6 +50,7 @@ def test_sp_feat_matches_the_definition_on_odd_sizes_and_levels():
 
 
 def test_sp_feat_rejects_ids_outside_the_class_set():
+    assert sp_feat([], 5).shape == (0, 5 * 21)
     with pytest.raises(ValueError, match=r"label values \[7\] outside 0..4"):
         sp_feat(np.full((1, 4, 4), 7, np.uint8), 5)
 

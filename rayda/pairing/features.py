@@ -1,6 +1,7 @@
 """SP-Feat (seed 004): spatial-pyramid class histograms of label maps, per image and over a dataset."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,40 +31,17 @@ def sp_feat(labels: np.ndarray | Sequence[np.ndarray], num_classes: int, levels:
     """
     if not levels or any(int(l) < 1 for l in levels):
         raise ValueError(f"levels must be positive integers, got {list(levels)}")
-    if isinstance(labels, np.ndarray) and labels.ndim == 3:
-        return _sp_feat_same_size(labels, num_classes, levels, ignore_index)
-    if len(labels) == 0:
-        return np.zeros((0, feature_dim(num_classes, levels)), np.float32)
-    # Differently sized maps: one vectorised call per size.
-    out = np.empty((len(labels), feature_dim(num_classes, levels)), np.float32)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_shape.setdefault(np.shape(label), []).append(i)
-    for shape, idx in by_shape.items():
-        if len(shape) != 2:
-            raise ValueError(f"a label map must be 2-D [H, W], got shape {shape}")
-        out[idx] = _sp_feat_same_size(np.stack([labels[i] for i in idx]), num_classes, levels, ignore_index)
-    return out
-
-
-def _sp_feat_same_size(labels: np.ndarray, num_classes: int, levels: Sequence[int], ignore_index: int) -> np.ndarray:
     if not 0 <= ignore_index <= 255 or num_classes > 255:
         raise ValueError("sp_feat takes 8-bit class ids: ignore_index in 0..255 and at most 255 classes")
-    if labels.dtype != np.uint8:
-        if labels.size and (labels.min() < 0 or labels.max() > 255):
-            raise ValueError(f"label values must lie in 0..255, got {labels.min()}..{labels.max()}")
-        labels = labels.astype(np.uint8)
-    n, h, w = labels.shape
     # One bincount per image at the finest grid L = lcm(levels): its cell bounds floor(j*H/L) include
     # every coarser level's floor(i*H/l), so coarser cells are sums of finest cells. 256 bins per cell
     # hold every raw value, so out-of-range ids show up in the same pass.
     finest = math.lcm(*levels)
-    bins = finest * finest * 256
-    row_cell = np.searchsorted((np.arange(1, finest) * h) // finest, np.arange(h), side="right")
-    col_cell = np.searchsorted((np.arange(1, finest) * w) // finest, np.arange(w), side="right")
-    cell = ((row_cell[:, None] * finest + col_cell[None, :]) * 256).astype(np.uint16 if bins <= 2**16 else np.int32)
-    counts = np.stack([np.bincount((cell + label).ravel(), minlength=bins) for label in labels])
-    counts = counts.reshape(n, finest, finest, 256)
+    counts = np.zeros((len(labels), finest, finest, 256), np.int64)
+    for i, label in enumerate(labels):
+        label = _as_uint8(np.asarray(label))
+        cells = _cell_index(*label.shape, finest)
+        counts[i] = np.bincount((cells + label).ravel(), minlength=finest * finest * 256).reshape(finest, finest, 256)
     present = np.nonzero(counts.sum((0, 1, 2)))[0]
     bad = present[(present >= num_classes) & (present != ignore_index)]
     if bad.size:
@@ -71,13 +49,32 @@ def _sp_feat_same_size(labels: np.ndarray, num_classes: int, levels: Sequence[in
     counts = counts[..., :num_classes].copy()
     if ignore_index < num_classes:
         counts[..., ignore_index] = 0
-    parts = []
+    n, parts = len(labels), []
     for l in levels:
         m = finest // l
         hist = counts.reshape(n, l, m, l, m, num_classes).sum((2, 4)).reshape(n, l * l, num_classes)
         total = hist.sum(-1, keepdims=True)
-        parts.append(np.divide(hist, total, out=np.zeros(hist.shape, np.float64), where=total > 0).reshape(n, -1))
+        parts.append(np.divide(hist, total, out=np.zeros(hist.shape, np.float64), where=total > 0).reshape(n, l * l * num_classes))
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _as_uint8(label: np.ndarray) -> np.ndarray:
+    if label.ndim != 2:
+        raise ValueError(f"a label map must be 2-D [H, W], got shape {label.shape}")
+    if label.dtype == np.uint8:
+        return label
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"label values must lie in 0..255, got {label.min()}..{label.max()}")
+    return label.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_index(h: int, w: int, finest: int) -> np.ndarray:
+    """256 x (finest-grid cell of each pixel), uint16 while it fits: the bincount's base index."""
+    rows = np.searchsorted((np.arange(1, finest) * h) // finest, np.arange(h), side="right")
+    cols = np.searchsorted((np.arange(1, finest) * w) // finest, np.arange(w), side="right")
+    dtype = np.uint16 if finest * finest * 256 <= 2**16 else np.int32
+    return ((rows[:, None] * finest + cols[None, :]) * 256).astype(dtype)
 
 
 def shared_classes(a: ClassSet, b: ClassSet) -> list[str]:

@@ -48,7 +48,7 @@ def _neighbour_draws(pairs: str | Path, source: DatasetInfo, target: DatasetInfo
         if summary[f"{side}_name"] != info.name or summary[f"num_{side}"] != info.num_rows:
             raise DatasetError(f"{pairs} pairs {side} dataset '{summary[f'{side}_name']}' "
                                f"({summary[f'num_{side}']} rows), but this run's is '{info.name}' ({info.num_rows} rows)")
-    return ray.data.read_parquet(str(pairs / "pairs"), columns=["real_id", "synthetic_id", "weight"]) \
+    return ray.data.read_parquet(str(pairs / "pairs")).select_columns(["real_id", "synthetic_id", "weight"]) \
         .groupby("real_id", num_partitions=_partitions()) \
         .map_groups(_draw_neighbours, fn_kwargs={"seed": seed, "epochs": epochs}, batch_format="numpy")
 

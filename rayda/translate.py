@@ -31,8 +31,6 @@ def load_translator(checkpoint: str | Path, device: torch.device) -> torch.nn.Mo
 
     meta = read_meta(checkpoint)
     method_cls = method_class(meta["method"])
-    if not hasattr(method_cls, "translator"):
-        raise CheckpointError(f"{checkpoint}: method '{meta['method']}' does not translate images")
     raw = json.loads(json.dumps(meta["config"]))
     # Every weight comes from the checkpoint: no timm download, no initial segmenter to find.
     raw["model"].update(pretrained=False, weights=None)
@@ -40,7 +38,10 @@ def load_translator(checkpoint: str | Path, device: torch.device) -> torch.nn.Mo
     method = method_cls(validate(raw), ClassSet.from_json(meta["classes"]))
     state = torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
     method.load_state_dict(state["method_state"], nets_only=True)
-    return method.translator().to(device).eval()
+    translator = method.translator()
+    if translator is None:
+        raise CheckpointError(f"{checkpoint}: method '{meta['method']}' does not translate images")
+    return translator.to(device).eval()
 
 
 class Translator:

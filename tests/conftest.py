@@ -42,3 +42,49 @@ def simworld(ray_session, tmp_path_factory):
         "synthetic": generate("synthetic", 32, (64, 128), 0, root / "synthetic", rows_per_shard=16),
         "real_val": generate("real", 8, (64, 128), 2, root / "real_val"),
     }
+
+
+@pytest.fixture
+def small_torch():
+    """Seeded, single-threaded torch: tiny tensors gain nothing from threads, and idle threads
+    spin-wait, which gets very slow when the CPU is shared with other work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_method():
+    """make(name, steps=8, **params): a method in-process with CPU-sized nets on 32x64 crops, seeded init."""
+    import torch
+
+    from rayda.classes import CITYSCAPES_19
+    from rayda.config import validate
+    from rayda.methods import method_class
+
+    def make(name, steps=8, **params):
+        cfg = validate({"name": "t", "data": {"source": "s", "target": "t", "crop": [32, 64]}, "model": {"size": "cpu"},
+                        "method": {"name": name, **params}, "train": {"steps": steps}})
+        torch.manual_seed(0)
+        method = method_class(name)(cfg, CITYSCAPES_19)
+        method.configure_optimizers()
+        return method
+    return make
+
+
+def tiny_batch(seed=0):
+    """A paired batch of 2 (image, label, target_image) at 32x64, fixed by the seed."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1, "label": torch.randint(0, 19, (2, 32, 64), generator=g),
+            "target_image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1}
+
+
+@pytest.fixture(name="tiny_batch")
+def tiny_batch_fixture():
+    return tiny_batch

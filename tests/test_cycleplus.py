@@ -6,24 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rayda.classes import CITYSCAPES_19
 from rayda.config import ConfigError, validate
-from rayda.methods import StepContext, method_class
-
-
-def _method(steps=8, **params):
-    cfg = validate({"name": "t", "data": {"source": "s", "target": "t", "crop": [32, 64]}, "model": {"size": "cpu"},
-                    "method": {"name": "cycleplus", "pool_size": 4, **params}, "train": {"steps": steps}})
-    torch.manual_seed(0)
-    m = method_class("cycleplus")(cfg, CITYSCAPES_19)
-    m.configure_optimizers()
-    return m
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1, "label": torch.randint(0, 19, (2, 32, 64), generator=g),
-            "target_image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1}
+from rayda.methods import StepContext
 
 
 def _snapshot(m):
@@ -34,41 +18,42 @@ def _changed(before, m):
     return {k for k, net in m.nets.items() if any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters()))}
 
 
-def test_segmenter_frozen_for_the_first_quarter_then_trained():
-    m = _method(steps=8)  # freeze_segmenter 0.25 -> steps 0 and 1 frozen
+def test_segmenter_frozen_for_the_first_quarter_then_trained(tiny_method, tiny_batch):
+    m = tiny_method("cycleplus", steps=8)  # freeze_segmenter 0.25 -> steps 0 and 1 frozen
     before = _snapshot(m)
-    m.train_step(_batch(), StepContext(0, 8, torch.device("cpu"), False))
+    m.train_step(tiny_batch(), StepContext(0, 8, torch.device("cpu"), False))
     assert _changed(before, m) == {"g_st", "g_ts", "d_s", "d_t", "df_s", "df_t"}
     before = _snapshot(m)
-    m.train_step(_batch(1), StepContext(2, 8, torch.device("cpu"), False))
+    m.train_step(tiny_batch(1), StepContext(2, 8, torch.device("cpu"), False))
     assert "segmenter" in _changed(before, m)
 
 
-def test_losses_are_named_and_the_weights_are_config_only():
-    losses = _method().train_step(_batch(), StepContext(0, 8, torch.device("cpu"), False))
+def test_losses_are_named_and_the_weights_are_config_only(tiny_method, tiny_batch):
+    losses = tiny_method("cycleplus").train_step(tiny_batch(), StepContext(0, 8, torch.device("cpu"), False))
     assert set(losses) == {"gan_image", "gan_feat", "cycle", "sem", "ce", "d_image", "d_feat", "total"}
-    w = _method().params
+    w = tiny_method("cycleplus").params
     expected = (losses["gan_image"] + w.lambda_feat * losses["gan_feat"] + w.lambda_cycle * losses["cycle"]
                 + w.lambda_sem * losses["sem"] + w.lambda_ce * losses["ce"])
     assert float(losses["total"]) == pytest.approx(float(expected), rel=1e-5)
-    cyclegan = _method(lambda_sem=0, lambda_feat=0).train_step(_batch(), StepContext(0, 8, torch.device("cpu"), False))
+    cyclegan = tiny_method("cycleplus", lambda_sem=0, lambda_feat=0).train_step(
+        tiny_batch(), StepContext(0, 8, torch.device("cpu"), False))
     assert float(cyclegan["total"]) == pytest.approx(
         float(cyclegan["gan_image"] + 20 * cyclegan["cycle"] + cyclegan["ce"]), rel=1e-5)
     with pytest.raises(ConfigError, match="method.lambda_cyc"):
-        _method(lambda_cyc=1)
+        tiny_method("cycleplus", lambda_cyc=1)
 
 
-def test_state_round_trip_gives_an_identical_next_step():
-    m = _method()
+def test_state_round_trip_gives_an_identical_next_step(tiny_method, tiny_batch):
+    m = tiny_method("cycleplus")
     for step in range(3):  # fills the history pools and passes the freeze
-        m.train_step(_batch(step), StepContext(step, 8, torch.device("cpu"), False))
+        m.train_step(tiny_batch(step), StepContext(step, 8, torch.device("cpu"), False))
     state = copy.deepcopy(m.state_dict())
     torch.manual_seed(7)
-    expected = m.train_step(_batch(9), StepContext(3, 8, torch.device("cpu"), False))
-    other = _method()
+    expected = m.train_step(tiny_batch(9), StepContext(3, 8, torch.device("cpu"), False))
+    other = tiny_method("cycleplus")
     other.load_state_dict(state)
     torch.manual_seed(7)
-    got = other.train_step(_batch(9), StepContext(3, 8, torch.device("cpu"), False))
+    got = other.train_step(tiny_batch(9), StepContext(3, 8, torch.device("cpu"), False))
     assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in expected.items()}
 
 

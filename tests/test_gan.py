@@ -11,18 +11,7 @@ from rayda.gan import (GANLoss, ImagePool, MultiScaleDiscriminator, PatchDiscrim
                        UNITGenerators, init_weights, latent_kl, set_requires_grad, sized)
 
 
-@pytest.fixture(autouse=True)
-def seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors gain nothing from threads, and spinning threads slow a shared CPU down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_torch")
 
 
 def n_params(net: torch.nn.Module) -> int:

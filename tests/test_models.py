@@ -13,19 +13,7 @@ from rayda.models import ARCHS, build_segmenter
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # These tensors are too small to gain from threads, and idle threads spin-wait,
-    # which gets very slow when the CPU is shared with other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_torch")
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -5,32 +5,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rayda.classes import CITYSCAPES_19
 from rayda.config import ConfigError, validate
-from rayda.methods import StepContext, method_class
+from rayda.methods import StepContext
 
 CPU = torch.device("cpu")
 
 
-def _method(**params):
-    cfg = validate({"name": "t", "data": {"source": "s", "target": "t", "crop": [32, 64]}, "model": {"size": "cpu"},
-                    "method": {"name": "unit", **params}, "train": {"steps": 8}})
-    torch.manual_seed(0)
-    m = method_class("unit")(cfg, CITYSCAPES_19)
-    m.configure_optimizers()
-    return m
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1, "label": torch.randint(0, 19, (2, 32, 64), generator=g),
-            "target_image": torch.rand(2, 3, 32, 64, generator=g) * 2 - 1}
-
-
-def test_losses_compose_with_the_unit_weights_and_every_net_is_updated():
-    m = _method()
+def test_losses_compose_with_the_unit_weights_and_every_net_is_updated(tiny_method, tiny_batch):
+    m = tiny_method("unit")
     before = {k: [p.detach().clone() for p in v.parameters()] for k, v in m.nets.items()}
-    losses = m.train_step(_batch(), StepContext(0, 8, CPU, False))
+    losses = m.train_step(tiny_batch(), StepContext(0, 8, CPU, False))
     assert set(losses) == {"gan", "recon", "kl", "cycle_kl", "cycle", "d", "total"}
     expected = (10 * losses["gan"] + 100 * losses["recon"] + 0.1 * losses["kl"] + 0.1 * losses["cycle_kl"]
                 + 100 * losses["cycle"])
@@ -40,17 +24,17 @@ def test_losses_compose_with_the_unit_weights_and_every_net_is_updated():
     assert m.segmenter is None
 
 
-def test_state_round_trip_gives_an_identical_next_step():
-    m = _method()
+def test_state_round_trip_gives_an_identical_next_step(tiny_method, tiny_batch):
+    m = tiny_method("unit")
     for step in range(2):
-        m.train_step(_batch(step), StepContext(step, 8, CPU, False))
+        m.train_step(tiny_batch(step), StepContext(step, 8, CPU, False))
     state = copy.deepcopy(m.state_dict())
     torch.manual_seed(3)
-    expected = m.train_step(_batch(5), StepContext(2, 8, CPU, False))
-    other = _method()
+    expected = m.train_step(tiny_batch(5), StepContext(2, 8, CPU, False))
+    other = tiny_method("unit")
     other.load_state_dict(state)
     torch.manual_seed(3)
-    got = other.train_step(_batch(5), StepContext(2, 8, CPU, False))
+    got = other.train_step(tiny_batch(5), StepContext(2, 8, CPU, False))
     assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in expected.items()}
 
 

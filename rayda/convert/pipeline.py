@@ -6,7 +6,6 @@ the driver gathers them into `skipped.json` and the count into `dataset.json`.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +17,7 @@ import ray
 
 from rayda.convert.common import ConvertError, Kind
 from rayda.data import DatasetError, DatasetInfo, make_row, rows_to_table, write_dataset
+from rayda.data.pipeline import data_context
 
 SKIPPED_FILE = "skipped.json"
 _SKIP_DIR = "_skipped"
@@ -39,7 +39,9 @@ def run(kind: str, samples: list[dict], out: Path, info: DatasetInfo, mapping: d
     skip_dir = out / _SKIP_DIR if on_error == "skip" else None
     info.source["skipped"] = 0
     try:
-        with _original_task_errors():
+        # Ray Data wraps a task's exception in a UserCodeException whose cause does not survive the
+        # trip back to the driver; raising the original keeps the ConvertError and its one-line message.
+        with data_context(raise_original_map_exception=True):
             rows = ray.data.from_items(samples, override_num_blocks=max(1, min(len(samples) // BATCH, 1024)))
             rows = rows.map_batches(
                 _convert_batch, batch_size=BATCH, batch_format="pyarrow",
@@ -96,18 +98,6 @@ def _gather_skipped(skip_dir: Path, out: Path) -> list[dict]:
     (out / SKIPPED_FILE).write_text(json.dumps(skipped, indent=1))
     shutil.rmtree(skip_dir, ignore_errors=True)
     return skipped
-
-
-@contextlib.contextmanager
-def _original_task_errors():
-    # Ray Data wraps a task's exception in a UserCodeException whose cause does not survive the trip
-    # back to the driver; raising the original keeps the ConvertError (and its one-line message).
-    ctx = ray.data.DataContext.get_current()
-    old, ctx.raise_original_map_exception = ctx.raise_original_map_exception, True
-    try:
-        yield
-    finally:
-        ctx.raise_original_map_exception = old
 
 
 def _convert_error(e: BaseException) -> ConvertError | None:

@@ -82,6 +82,10 @@ class Method(abc.ABC):
         Runs on rank 0 only: use unwrapped nets (a DDP forward on one rank would hang the others)."""
         return None
 
+    def translator(self) -> nn.Module | None:
+        """Source -> target image network for `rayda translate`; None for methods that do not translate."""
+        return None
+
     @property
     def segmenter(self) -> nn.Module | None:
         """The task network that evaluation and export use (unwrapped from DDP); None if it has none."""

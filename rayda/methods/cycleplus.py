@@ -83,18 +83,18 @@ class CyclePlus(Method):
         train_m = ctx.step >= self.freeze_steps  # the same on every rank, so DDP stays in step
         # Nets that this update holds fixed run unwrapped: a DDP forward whose parameters get no gradient
         # would leave DDP waiting for them.
-        seg = n["segmenter"] if train_m else unwrap(n["segmenter"])
-        set_requires_grad(n["segmenter"], train_m)
-        seg.train(train_m)
+        m = unwrap(n["segmenter"])
+        seg = n["segmenter"] if train_m else m
+        set_requires_grad(m, train_m)
         fixed = {k: unwrap(n[k]) for k in ("d_s", "d_t", "df_s", "df_t")}
         set_requires_grad(list(fixed.values()), False)
 
         with ctx.autocast():
             with torch.no_grad():  # pseudo-labels and real-image features from M as it is now
-                m = unwrap(n["segmenter"]).eval()
+                m.eval()
                 logits_s, emb_s = m(x_s, with_embedding=True)
                 logits_t, emb_t = m(x_t, with_embedding=True)
-                seg.train(train_m)
+            n["segmenter"].train(train_m)  # a frozen M stays in eval mode: its batch-norm statistics too
             fake_t, fake_s = n["g_st"](x_s), n["g_ts"](x_t)
             rec_s, rec_t = n["g_ts"](fake_t), n["g_st"](fake_s)
             logits_ft, emb_ft = seg(fake_t, with_embedding=True)

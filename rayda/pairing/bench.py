@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def bench_knn() -> dict:
     except ImportError:
         result["faiss"] = "not installed (pip install 'rayda[bench]')"
         return result
-    faiss.omp_set_num_threads(len(__import__("os").sched_getaffinity(0)))
+    faiss.omp_set_num_threads(len(os.sched_getaffinity(0)))
     t = time.perf_counter()
     index = faiss.IndexFlatL2(base.shape[1])
     index.add(base)

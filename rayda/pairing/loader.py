@@ -16,7 +16,7 @@ import ray
 
 from rayda.data import Augment, DatasetError, DatasetInfo, read_dataset
 from rayda.data.pipeline import _light, decode_batch
-from rayda.pairing.pair import PAIRS_FILE, _partitions, pair_seed
+from rayda.pairing.pair import PAIRS_FILE, pair_seed, parallelism
 
 
 def paired_dataset(source: DatasetInfo, target: DatasetInfo, augment: Augment, seed: int, rows: int, *,
@@ -33,7 +33,7 @@ def paired_dataset(source: DatasetInfo, target: DatasetInfo, augment: Augment, s
     syn = read_dataset(source, columns=columns).rename_columns({"id": "synthetic_id"})
     real = read_dataset(target, columns=["id", "image"]).rename_columns(
         {"id": "real_id", "image": "target_image", "path": "target_path"})
-    p = _partitions()
+    p = parallelism()
     joined = draws.join(syn, "inner", p, on=("synthetic_id",)).join(real, "inner", p, on=("real_id",))
     return joined.map_batches(_decode_pairs, batch_size=32, batch_format="numpy", fn_kwargs=dict(
         source=_light(source), target=_light(target), augment=augment, with_depth=with_depth))
@@ -49,7 +49,7 @@ def _neighbour_draws(pairs: str | Path, source: DatasetInfo, target: DatasetInfo
             raise DatasetError(f"{pairs} pairs {side} dataset '{summary[f'{side}_name']}' "
                                f"({summary[f'num_{side}']} rows), but this run's is '{info.name}' ({info.num_rows} rows)")
     return ray.data.read_parquet(str(pairs / "pairs")).select_columns(["real_id", "synthetic_id", "weight"]) \
-        .groupby("real_id", num_partitions=_partitions()) \
+        .groupby("real_id", num_partitions=parallelism()) \
         .map_groups(_draw_neighbours, fn_kwargs={"seed": seed, "epochs": epochs}, batch_format="numpy")
 
 

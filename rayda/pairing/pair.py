@@ -75,9 +75,10 @@ def pair_features(synthetic: str | Path, real: str | Path, out: str | Path, *, k
                   max_uses: int | None = None, max_rows_per_worker: int = 250_000) -> dict:
     """K nearest synthetic neighbours of every real image from SP-Feat Parquet directories, balanced.
 
-    The synthetic matrix is split into shards of at most `max_rows_per_worker` rows, one actor per shard
-    (the whole matrix on one actor when it fits); real feature blocks stream through every shard's actor
-    and per-shard answers merge by distance. Writes `out/pairs/*.parquet` and returns the summary.
+    The synthetic matrix is split into shards of at most `max_rows_per_worker` rows (one shard when it
+    fits); each KNN actor holds one shard. The real features pass through one shard's actor pool after
+    the other, each pass merging its top-K into the running best. Writes `out/pairs/*.parquet` and
+    returns the summary.
     """
     out = Path(out)
     files = sorted(str(p) for p in Path(synthetic).glob("*.parquet"))
@@ -100,7 +101,7 @@ def pair_features(synthetic: str | Path, real: str | Path, out: str | Path, *, k
     shards = _shards(files, sizes, max_rows_per_worker)
     # One shard at a time, so a pass's actors never hold the CPUs the next stage needs; each pass merges
     # its shard's answers into the running best, carried along with the queries.
-    actors = _partitions()
+    actors = parallelism()
     for i, (paths, offset, _) in enumerate(shards):
         if len(shards) > 1:
             print(f"KNN shard {i + 1}/{len(shards)}", flush=True)
@@ -139,7 +140,8 @@ def pair_features(synthetic: str | Path, real: str | Path, out: str | Path, *, k
     }
 
 
-def _partitions() -> int:
+def parallelism() -> int:
+    """Actors or shuffle partitions worth running at once: one per CPU of the cluster, at most 32."""
     return max(1, min(32, int(ray.cluster_resources().get("CPU", 1))))
 
 

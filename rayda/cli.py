@@ -89,11 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="smallest scale (about 3 minutes on 2 cores)")
     d.add_argument("--overwrite", action="store_true")
 
-    b = sub.add_parser("bench", help="performance benchmarks")
-    b.add_argument("which", choices=["ingest", "train-overhead", "pairing"])
+    b = sub.add_parser("bench", help="performance benchmarks, or the method comparison ('methods')")
+    b.add_argument("which", choices=["ingest", "train-overhead", "pairing", "methods"])
     b.add_argument("--out", default="bench_out")
-    b.add_argument("--steps", type=int, default=60)
-    b.add_argument("--use-gpu", action="store_true", help="train-overhead on one GPU (full-size model, bf16)")
+    b.add_argument("--steps", type=int, default=60, help="train-overhead: steps per side")
+    b.add_argument("--use-gpu", action="store_true", help="train-overhead on one GPU (full-size model, bf16); "
+                   "methods: train every run on a GPU")
+    b.add_argument("--method", default="source_only", help="train-overhead: the method to time")
+    b.add_argument("--benchmark", choices=["simworld"], default="simworld", help="methods: the benchmark")
+    b.add_argument("--scale", choices=["demo", "full", "smoke"], default="demo", help="methods: data and steps")
+    b.add_argument("--methods", default="all", help="methods: 'all' or a comma list, e.g. csa,lsd,gio_ada")
+    b.add_argument("--parallel", type=int, default=None, help="methods: runs at a time (default: from resources)")
+    b.add_argument("--overwrite", action="store_true", help="methods: replace a non-empty --out")
     return p
 
 
@@ -178,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
         from rayda import bench
 
         init_ray(args.address)
-        bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu)
+        if args.which == "methods":
+            from rayda.bench.methods import bench_methods
+
+            bench_methods(args.out, methods=args.methods, scale=args.scale, parallel=args.parallel,
+                          use_gpu=args.use_gpu, overwrite=args.overwrite)
+        else:
+            bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu, method=args.method)
     return 0
 
 

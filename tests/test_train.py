@@ -33,6 +33,10 @@ def test_two_worker_ddp_run_checkpoints_resumes_and_evaluates(simworld, tmp_path
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["step"] == 6 and set(metrics["per_class"]) >= {"road", "car"}
     assert (run / "eval" / "predictions.png").stat().st_size > 0 and (run / "loss_curves.png").exists()
+    report = (run / "report.md").read_text()
+    assert "method `source_only`, 6 of 6 steps on 2 worker(s)" in report and "| seg |" in report
+    assert "](eval/predictions.png)" in report and "lr: 0.002" in report
+    assert report.count("data:image/png;base64,") == 0 and "data:image/png;base64," in (run / "report.html").read_text()
 
     # Same storage path and name, longer budget: continues from step 6 with the earlier history.
     resumed = train(_cfg(simworld, tmp_path, "ddp", train__steps=9))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rayda.classes import IGNORE_INDEX
+from rayda.color import random_adjust
 from rayda.config import Section
 from rayda.methods.base import Method, StepContext
 from rayda.models import build_segmenter
@@ -19,10 +20,13 @@ class SourceOnlyParams(Section):
     momentum: float = Field(0.9, ge=0, lt=1)       # SGD momentum, or Adam's beta1
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)           # lr * (1 - step/steps) ** power
+    # Seed 000's "randomly colour-augmented" baseline: every source image under random colour operators,
+    # alpha ~ N(0, sigma) with P(|alpha| <= 1) = p (rayda.color). None: no colour augmentation.
+    color_augment_p: float | None = Field(None, gt=0, lt=1)
 
 
 class SourceOnly(Method):
-    """Pixel cross-entropy on labeled images; nothing else."""
+    """Pixel cross-entropy on labeled images (optionally colour-augmented); nothing else."""
 
     name = "source_only"
     Params = SourceOnlyParams
@@ -46,9 +50,12 @@ class SourceOnly(Method):
 
     def train_step(self, batch, ctx: StepContext):
         net, opt = self.nets["segmenter"], self.optimizers["segmenter"]
+        x = batch["image"]
+        if self.params.color_augment_p is not None:  # the operators work in [0, 1]
+            x = random_adjust((x.float() + 1) / 2, self.params.color_augment_p) * 2 - 1
         net.train()
         with ctx.autocast():
-            logits = net(batch["image"])
+            logits = net(x)
         loss = F.cross_entropy(logits.float(), batch["label"].long(), ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -31,7 +31,7 @@ import ray
 from ray.data.expressions import col
 
 from rayda.data import DatasetError, prepare_output, read_info
-from rayda.pairing.features import DEFAULT_LEVELS, feature_dim, feature_dataset, shared_classes
+from rayda.pairing.features import DEFAULT_LEVELS, feature_dataset, shared_classes
 from rayda.pairing.knn import TopKActor
 
 PAIRS_FILE = "pairs.json"

@@ -77,7 +77,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     stream = batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
                      cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
-    sums, count, t0 = defaultdict(float), 0, time.perf_counter()
+    # Per-loss counts: a method may return a term only on some steps (CSA's stages, for one).
+    sums, counts, count, t0 = defaultdict(float), defaultdict(int), 0, time.perf_counter()
     last_checkpoint = "none yet"
     for step in range(start, cfg.train.steps):
         if step > start and step % cfg.train.checkpoint_every == 0:
@@ -92,6 +93,7 @@ def train_loop_per_worker(config: dict) -> None:
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"step {step}: loss '{name}' is {value}; last good checkpoint: {last_checkpoint}")
             sums[name] += value
+            counts[name] += 1
         count += 1
 
         done = step + 1
@@ -99,7 +101,7 @@ def train_loop_per_worker(config: dict) -> None:
         if done % cfg.train.report_every and not save:
             continue
         elapsed = time.perf_counter() - t0
-        metrics = {f"loss/{k}": v / count for k, v in sums.items()}
+        metrics = {f"loss/{k}": v / counts[k] for k, v in sums.items()}
         metrics.update(method.learning_rates())
         metrics.update(step=done, workers=ctx.get_world_size(), time_s=time.time(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
@@ -119,4 +121,4 @@ def train_loop_per_worker(config: dict) -> None:
             last_checkpoint = f"step {done}"
         else:
             ray.train.report(metrics)
-        sums, count, t0 = defaultdict(float), 0, time.perf_counter()
+        sums, counts, count, t0 = defaultdict(float), defaultdict(int), 0, time.perf_counter()

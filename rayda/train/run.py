@@ -15,6 +15,7 @@ from rayda.data import Augment, read_info, stream_epochs, train_dataset
 from rayda.methods import method_class
 from rayda.pairing import paired_dataset
 from rayda.report import save_loss_curves
+from rayda.train import checkpoint as ckpt
 from rayda.train.loop import train_loop_per_worker
 
 
@@ -33,6 +34,10 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         raise ConfigError(f"data.val is set but method '{cfg.method.name}' trains no segmenter to evaluate; "
                           "remove data.val (evaluate after `rayda translate` and `rayda train`)")
     source = read_info(cfg.data.source)
+    if method_cls.needs_depth and not source.has_depth:
+        raise ConfigError(f"method '{cfg.method.name}' needs depth on the synthetic side, but data.source "
+                          f"({source.path}) has none (dataset.json: has_depth false); convert the dataset with its "
+                          "depth maps (e.g. SYNTHIA's Depth/, Virtual KITTI's depthgt) or pick one that has depth")
     if cfg.data.val:
         val = read_info(cfg.data.val)
         if val.classes != source.classes:
@@ -74,7 +79,6 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
 def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
     """Fit (or resume: same storage_path and name) a run, then evaluate it on data.val if given."""
     from rayda.eval import evaluate
-    from rayda.train import checkpoint as ckpt
 
     if cfg.scaling.use_gpu and not ray.cluster_resources().get("GPU"):
         raise ConfigError("scaling.use_gpu is true but the Ray cluster has no GPU; set scaling.use_gpu=false")
@@ -97,4 +101,30 @@ def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
             if k.startswith("loss/"):
                 curves.setdefault(k[5:], []).append((row["step"], v))
     save_loss_curves(run_dir / "loss_curves.png", curves)
+    write_run_report(cfg, run_dir, history, metrics)
     return TrainResult(run_dir, result.checkpoint, history, metrics)
+
+
+def write_run_report(cfg: RunConfig, run_dir: Path, history: list[dict], metrics: dict | None) -> None:
+    """RUN/report.md (images linked) and report.html (images inline): config, final losses, metrics, images."""
+    import yaml
+
+    from rayda.eval import format_table
+    from rayda.report import write_html, write_markdown
+
+    last = history[-1] if history else {}
+    losses = "\n".join(f"| {k[5:]} | {v:.4g} |" for k, v in last.items() if k.startswith("loss/"))
+    sections = [("Run", f"method `{cfg.method.name}`, {last.get('step', 0)} of {cfg.train.steps} steps on "
+                        f"{last.get('workers', cfg.scaling.num_workers)} worker(s), "
+                        f"{last.get('images_per_s', 0):.1f} images/s in the last report window"),
+                ("Losses at the last report", "| loss | value |\n|---|---:|\n" + losses)]
+    if metrics is not None:
+        sections.append((f"Target validation ({metrics['dataset']})",
+                         format_table({cfg.name: metrics}, list(metrics["per_class"]))))
+    sections.append(("Config", "```yaml\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False) + "```"))
+    images = [(caption, run_dir / name) for caption, name in (
+        ("training losses", "loss_curves.png"), ("the method's images at the last checkpoint", ckpt.VISUALS_FILE),
+        ("target validation predictions", "eval/predictions.png")) if (run_dir / name).is_file()]
+    write_markdown(run_dir / "report.md", f"rayda run {cfg.name}",
+                   sections + [("Images", "\n".join(f"![{c}]({p.relative_to(run_dir)})" for c, p in images))])
+    write_html(run_dir / "report.html", f"rayda run {cfg.name}", sections, images)

@@ -1,9 +1,7 @@
-"""Benchmarks that compare rayda's Ray paths against plain PyTorch equivalents in one run."""
+"""`rayda bench ingest|train-overhead`: rayda's Ray paths against plain PyTorch equivalents, in one run."""
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -38,12 +36,12 @@ class ShardRows(torch.utils.data.IterableDataset):
                     yield {"image": out["image"][i], "label": out["label"][i]}
 
 
-def _dataset(out: Path, n: int):
+def _dataset(out: Path, n: int, domain: str = "synthetic"):
     from rayda.simworld import generate
 
-    path = out / f"simworld_{n}"
+    path = out / f"simworld_{domain}_{n}"
     if not (path / "dataset.json").exists():
-        generate("synthetic", n, BENCH_SIZE, 0, path, overwrite=True)
+        generate(domain, n, BENCH_SIZE, 0 if domain == "synthetic" else 1, path, overwrite=True)
     return read_info(path)
 
 
@@ -77,26 +75,38 @@ def bench_ingest(out: Path, n: int = 2048, epochs: int = 2, batch_size: int = 16
             "ratio_ray_data_over_dataloader": rates["ray_data"] / rates["dataloader"]}
 
 
-def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False) -> dict:
-    """Source-only steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything.
+def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, method: str = "source_only") -> dict:
+    """A method's steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything.
 
-    CPU: the cpu-size DeepLabV3+ at 128x256, batch 8, one torch thread on both sides (a Ray worker
-    with 1 CPU runs torch with OMP_NUM_THREADS=1). GPU: the full-size one at 256x512, batch 16, bf16.
+    CPU: the cpu-size nets at 128x256, batch 8 (2 for adversarial methods), one torch thread on both sides
+    (a Ray worker with 1 CPU runs torch with OMP_NUM_THREADS=1). GPU: full size at 256x512, batch 16 (2), bf16.
+    The method runs with its simworld config's parameters (without a segmenter_init).
     """
+    import yaml
+
+    from rayda.bench.methods import CONFIGS
     from rayda.classes import CITYSCAPES_19
     from rayda.config import validate
     from rayda.methods import StepContext, method_class
     from rayda.train.run import build_trainer
 
-    info = _dataset(out, 512 if use_gpu else 256)
+    n = 512 if use_gpu else 256
+    info = _dataset(out, n)
+    method_cls = method_class(method)
+    target = _dataset(out, n, "real") if method_cls.needs_target else None
+    params = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text())["method"]
+    params.pop("segmenter_init", None)
     warmup = 10
     crop, batch_size, size = ((256, 512), 16, "full") if use_gpu else ((128, 256), 8, "cpu")
+    if method != "source_only":
+        batch_size = 2
     cpus = int(ray.cluster_resources().get("CPU", 2))
     raw = {
         "name": f"overhead_{int(time.time())}", "storage_path": str(out / "runs"),
-        "data": {"source": str(info.path), "crop": list(crop), "batch_size": batch_size},
+        "data": {"source": str(info.path), "target": str(target.path) if target else None,
+                 "crop": list(crop), "batch_size": batch_size},
         "model": {"arch": "deeplabv3plus_mobilenetv2", "size": size},
-        "method": {"name": "source_only", "optimizer": "adam", "lr": 1e-3},
+        "method": params,
         "train": {"steps": warmup + steps, "report_every": warmup, "checkpoint_every": warmup + steps},
         "scaling": {"num_workers": 1, "use_gpu": use_gpu, "cpus_per_worker": 1},
     }
@@ -114,16 +124,21 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False) -> d
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if not use_gpu else threads)
     try:
-        method = method_class("source_only")(cfg, CITYSCAPES_19)
-        method.nets = {k: v.to(device) for k, v in method.nets.items()}
-        method.configure_optimizers()
-        loader = torch.utils.data.DataLoader(ShardRows(info, Augment(crop=crop)), batch_size=batch_size,
-                                             num_workers=max(1, cpus - 1), drop_last=True, pin_memory=use_gpu)
-        it = iter(_forever(loader))
+        m = method_cls(cfg, CITYSCAPES_19)
+        m.nets = {k: v.to(device) for k, v in m.nets.items()}
+        m.configure_optimizers()
+        workers = max(1, cpus - 1)
+        loader = lambda i: torch.utils.data.DataLoader(  # noqa: E731
+            ShardRows(i, Augment(crop=crop)), batch_size=batch_size, num_workers=workers if not target else
+            max(1, workers // 2), drop_last=True, pin_memory=use_gpu)
+        it = iter(_forever(loader(info)))
+        it_target = iter(_forever(loader(target))) if target else None
 
         def step(i):
             batch = _tensors(next(it), device)
-            method.train_step(batch, StepContext(i, cfg.train.steps, device, amp=True))
+            if it_target:
+                batch["target_image"] = _tensors(next(it_target), device)["image"]
+            m.train_step(batch, StepContext(i, cfg.train.steps, device, amp=True))
 
         for i in range(warmup):
             step(i)
@@ -135,7 +150,7 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False) -> d
         plain_steps_per_s = steps / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    return {"steps": steps, "batch_size": batch_size, "crop": list(crop), "model_size": size,
+    return {"method": method, "steps": steps, "batch_size": batch_size, "crop": list(crop), "model_size": size,
             "device": torch.cuda.get_device_name() if use_gpu else "cpu",
             "steps_per_s": {"ray_train": ray_steps_per_s, "plain_pytorch": plain_steps_per_s},
             "ratio_ray_train_over_plain": ray_steps_per_s / plain_steps_per_s}
@@ -155,21 +170,3 @@ def _tensors(batch: dict, device=torch.device("cpu")) -> dict:
     batch = {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
     batch["image"] = to_network_input(batch["image"])
     return batch
-
-
-def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if which == "pairing":
-        from rayda.pairing.bench import bench_pairing
-
-        result = bench_pairing(out)
-    elif which == "ingest":
-        result = bench_ingest(out)
-    else:
-        result = bench_train_overhead(out, steps=steps, use_gpu=use_gpu)
-    result.update(benchmark=which, cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__)
-    path = out / f"{which}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return result

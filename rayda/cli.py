@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from rayda.classes import PROTOCOLS
@@ -184,13 +185,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "bench":
         from rayda import bench
 
-        init_ray(args.address)
         if args.which == "methods":
+            # A local Ray gets two logical CPUs per core: a run that evaluates holds an actor CPU and needs
+            # one more for its reads, and the runs side by side would otherwise starve each other.
+            init_ray(args.address, num_cpus=2 * (os.cpu_count() or 1))
             from rayda.bench.methods import bench_methods
 
             bench_methods(args.out, methods=args.methods, scale=args.scale, parallel=args.parallel,
                           use_gpu=args.use_gpu, overwrite=args.overwrite)
         else:
+            init_ray(args.address)
             bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu, method=args.method)
     return 0
 

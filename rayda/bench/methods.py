@@ -191,9 +191,9 @@ def bench_methods(out: str | Path, *, methods: str = "all", scale: str = "demo",
     t0 = time.perf_counter()
     bench = Bench(out, SCALES[scale], seed, use_gpu)
     bench.generate()
-    if parallel is None:  # one run per GPU, or per CPU (half for the training worker, half for its data)
+    if parallel is None:  # one run per GPU, or per two CPUs: its worker (0.5), data reads, evaluation actor
         res = ray.cluster_resources()
-        parallel = int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1))
+        parallel = int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1) // 2)
     parallel = max(1, min(parallel, len(variants)))
     log.info(f"[bench] {len(variants)} runs, {parallel} at a time, {SCALES[scale]['steps']} steps each")
     rows, failures = [], {}

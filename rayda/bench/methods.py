@@ -207,9 +207,11 @@ def bench_methods(out: str | Path, *, methods: str = "all", scale: str = "demo",
                     bench.source_only.set()  # release the runs waiting on it; they fail with a clear message
                 failures[name] = f"{type(e).__name__}: {e}"
                 log.error(f"[bench] '{name}' failed: {failures[name]}")
-    report = summarize(rows, failures, scale, SCALES[scale], seed, time.perf_counter() - t0)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    write_reports(out, report)
+            # Written after every run: an interrupted bench keeps what it measured.
+            report = summarize(rows, failures, scale, SCALES[scale], seed, time.perf_counter() - t0)
+            (out / "bench.json").write_text(json.dumps(report, indent=2))
+            write_reports(out, report)
+    print("\n" + (out / "bench.md").read_text())
     return report
 
 
@@ -252,7 +254,6 @@ def write_reports(out: Path, report: dict) -> None:
     write_markdown(out / "bench.md", "rayda bench methods", sections
                    + [("Images", "\n".join(f"![{c}]({p.relative_to(out)})" for c, p in images))])
     write_html(out / "bench.html", "rayda bench methods", sections, images)
-    print("\n" + table + "\n\n" + setup)
 
 
 def save_bar_chart(path: Path, rows: list[dict]) -> None:

@@ -90,9 +90,11 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, meth
     from rayda.methods import StepContext, method_class
     from rayda.train.run import build_trainer
 
+    method_cls = method_class(method)
+    if method_cls.needs_depth:  # the plain loop's DataLoader side decodes images and labels only
+        raise ValueError(f"train-overhead times methods without depth; '{method}' needs depth")
     n = 512 if use_gpu else 256
     info = _dataset(out, n)
-    method_cls = method_class(method)
     target = _dataset(out, n, "real") if method_cls.needs_target else None
     params = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text())["method"]
     params.pop("segmenter_init", None)

@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
 
+    tu = sub.add_parser("tune", help="Ray Tune sweep of a run config's keys (loss weights, CSA's p, ...)")
+    tu.add_argument("--config", required=True, help="the run config every trial starts from; its name names the sweep")
+    tu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted)")
+    tu.add_argument("--space", required=True, help="search-space YAML (see jobs/configs/*/tune_*.yaml)")
+    tu.add_argument("--num-samples", type=int, default=8, help="trials (each grid value this many times)")
+    tu.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="asha: stop poor trials early")
+    tu.add_argument("--search", choices=["random", "optuna", "hyperopt"], default="random",
+                    help="optuna/hyperopt need the 'tune' extra")
+    tu.add_argument("--grace-period", type=int, help="asha: steps before a trial may be stopped "
+                    "(default: a quarter of train.steps)")
+    tu.add_argument("--max-concurrent", type=int, help="trials at a time (default: as many as the cluster fits)")
+    tu.add_argument("--restore", action="store_true", help="continue the interrupted sweep of this name")
+
     e = sub.add_parser("eval", help="evaluate a checkpoint on a labeled dataset")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", required=True)
@@ -168,6 +181,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"run directory: {result.run_dir}")
         if result.metrics:
             print(f"target mIoU: {100 * result.metrics['miou']:.1f}")
+    elif args.command == "tune":
+        from rayda.config import load_config
+        from rayda.tune import tune
+
+        cfg = load_config(args.config, args.set)
+        init_ray(args.address)
+        s = tune(cfg, args.space, num_samples=args.num_samples, scheduler=args.scheduler, search=args.search,
+                 grace_period=args.grace_period, max_concurrent_trials=args.max_concurrent, restore=args.restore)
+        print(f"best {s['metric']}: {s['best'][s['metric']]:.4g} (trial {s['best']['trial']}); "
+              f"best config: {s['best_config']}")
     elif args.command == "eval":
         from rayda.eval import evaluate
         from rayda.train.checkpoint import read_meta

@@ -58,6 +58,7 @@ class TrainConfig(Section):
     seed: int = 0
     report_every: int = Field(50, gt=0)      # a report is a barrier costing ~1 s: not every step
     checkpoint_every: int = Field(500, gt=0)
+    val_every: int | None = Field(None, gt=0)  # also score data.val inside the loop (val/miou); rayda tune needs it
     keep_checkpoints: int = Field(2, gt=0)
     amp: bool = True                          # bf16 autocast on GPU; ignored on CPU
 
@@ -67,6 +68,15 @@ class ScalingConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(0, ge=-1)       # -1 = retry forever
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # workers over nodes
+    resources_per_worker: dict[str, float] = {}  # extra (custom) resources each worker needs, e.g. {"A100": 1}
+
+    @model_validator(mode="after")
+    def _check(self):
+        for key in ("CPU", "GPU"):
+            if key in self.resources_per_worker:
+                raise ValueError(f"resources_per_worker: set {key} with {'cpus_per_worker' if key == 'CPU' else 'use_gpu'}")
+        return self
 
 
 class EvalConfig(Section):
@@ -85,9 +95,26 @@ class RunConfig(Section):
     scaling: ScalingConfig = ScalingConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _check(self):
+        if self.train.val_every is not None:
+            if not self.data.val:
+                raise ValueError("train.val_every needs data.val (a labeled target-domain dataset)")
+            if self.train.val_every % self.train.report_every:
+                raise ValueError(f"train.val_every ({self.train.val_every}) must be a multiple of "
+                                 f"train.report_every ({self.train.report_every}): scores travel with a report")
+        return self
+
+    @property
+    def storage(self) -> str:
+        """Where Ray Train keeps checkpoints: a URI (s3://, gs://) as given, else the resolved local directory."""
+        return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).expanduser().resolve())
+
     @property
     def run_dir(self) -> Path:
-        return Path(self.storage_path).expanduser().resolve() / self.name
+        """The run's local outputs (history, reports, evaluation): beside its checkpoints, or ./runs/NAME on the
+        driver when storage_path is a URI."""
+        return (Path("runs").resolve() if "://" in self.storage_path else Path(self.storage)) / self.name
 
 
 def _errors(e: ValidationError, source: str) -> ConfigError:

@@ -14,7 +14,8 @@ def ray_session():
 
     # address="local": never join a stale or foreign cluster. 4 logical CPUs on 2 cores leave Ray Data
     # room beside two training workers (it starves silently otherwise).
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # The dashboard serves the state API that Ray Train's placement-group cleaner needs when Tune stops a trial.
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -25,13 +25,16 @@ def _cfg(simworld, tmp_path, name, **over):
 
 
 def test_two_worker_ddp_run_checkpoints_resumes_and_evaluates(simworld, tmp_path, ray_clean):
-    first = train(_cfg(simworld, tmp_path, "ddp"))
+    first = train(_cfg(simworld, tmp_path, "ddp", train__val_every=2))
     assert [h["step"] for h in first.history] == [2, 3, 4, 6]
+    assert [h["step"] for h in first.history if "val/miou" in h] == [2, 4, 6]
     assert all(h["workers"] == 2 for h in first.history)
     run = first.run_dir
     assert sorted(p.name for p in run.glob("checkpoint_0*")) == ["checkpoint_00000003", "checkpoint_00000006"]
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["step"] == 6 and set(metrics["per_class"]) >= {"road", "car"}
+    # The loop's validation (each worker scores its shard, confusions summed) equals the evaluation after it.
+    assert first.history[-1]["val/miou"] == pytest.approx(metrics["miou"], abs=1e-9)
     assert (run / "eval" / "predictions.png").stat().st_size > 0 and (run / "loss_curves.png").exists()
     report = (run / "report.md").read_text()
     assert "method `source_only`, 6 of 6 steps on 2 worker(s)" in report and "| seg |" in report
@@ -39,7 +42,7 @@ def test_two_worker_ddp_run_checkpoints_resumes_and_evaluates(simworld, tmp_path
     assert report.count("data:image/png;base64,") == 0 and "data:image/png;base64," in (run / "report.html").read_text()
 
     # Same storage path and name, longer budget: continues from step 6 with the earlier history.
-    resumed = train(_cfg(simworld, tmp_path, "ddp", train__steps=9))
+    resumed = train(_cfg(simworld, tmp_path, "ddp", train__steps=9, train__val_every=2))
     assert [h["step"] for h in resumed.history] == [2, 3, 4, 6, 8, 9]
     assert resumed.history[:4] == first.history
     assert json.loads((run / "eval" / "metrics.json").read_text())["step"] == 9

@@ -17,6 +17,8 @@ import torch
 from rayda.classes import ClassSet
 from rayda.config import validate
 from rayda.data import to_network_input
+from rayda.eval.evaluate import predict, protocol_classes
+from rayda.eval.metrics import confusion_matrix, summarize
 from rayda.methods import StepContext, method_class
 from rayda.report import save_grid
 from rayda.train import checkpoint as ckpt
@@ -54,6 +56,26 @@ def batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
         epoch += 1
 
 
+@torch.inference_mode()
+def validate_segmenter(net: torch.nn.Module, shard, classes: ClassSet, device: torch.device, batch_size: int,
+                       scored: list[int] | None) -> float:
+    """mIoU of the segmenter on this worker's shard of data.val, summed over all workers."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    c = classes.num_classes
+    conf = np.zeros((c, c), np.int64)
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        for image, label in zip(batch["image"], batch["label"]):
+            conf += confusion_matrix(predict(net, image[None], device)[0], label, c)
+    for m, mode in modes.items():
+        m.train(mode)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.from_numpy(conf).to(device)
+        torch.distributed.all_reduce(total)
+        conf = total.cpu().numpy()
+    return summarize(conf, classes.names, scored)["miou"]
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg = validate(config["cfg"])
     classes = ClassSet.from_json(config["classes"])
@@ -74,6 +96,7 @@ def train_loop_per_worker(config: dict) -> None:
         method.load_state_dict(state["method_state"])
         start, history = state["step"], state["history"]
     seed_everything(cfg.train.seed, rank, start)
+    scored = protocol_classes(classes, cfg.eval.protocol)
 
     stream = batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
                      cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
@@ -105,6 +128,9 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(method.learning_rates())
         metrics.update(step=done, workers=ctx.get_world_size(), time_s=time.time(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
+        if cfg.train.val_every and (done % cfg.train.val_every == 0 or done == cfg.train.steps):
+            metrics["val/miou"] = validate_segmenter(method.segmenter, ray.train.get_dataset_shard("val"), classes,
+                                                     device, cfg.eval.batch_size, scored)
         history.append(metrics)
         if rank == 0:
             losses_text = " ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss/"))

@@ -11,7 +11,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from rayda.config import ConfigError, RunConfig, to_dict
-from rayda.data import Augment, read_info, stream_epochs, train_dataset
+from rayda.data import Augment, eval_dataset, read_info, stream_epochs, train_dataset
 from rayda.methods import method_class
 from rayda.pairing import paired_dataset
 from rayda.report import save_loss_curves
@@ -58,6 +58,8 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         epochs = stream_epochs(source.num_rows, rows_needed)  # the loop re-reads the stream when it ends
         train = train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth, epochs=epochs)
     datasets = {"train": train}
+    if cfg.train.val_every:
+        datasets["val"] = eval_dataset(val)
     for ds in datasets.values():
         ds.context.enable_progress_bars = False  # the loop prints its own progress line per report
     sc = cfg.scaling
@@ -65,9 +67,10 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "classes": source.classes.to_json()},
         scaling_config=ray.train.ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
-                                               resources_per_worker={"CPU": sc.cpus_per_worker}),
+                                               resources_per_worker={**sc.resources_per_worker, "CPU": sc.cpus_per_worker},
+                                               placement_strategy=sc.placement_strategy),
         run_config=ray.train.RunConfig(
-            name=cfg.name, storage_path=str(Path(cfg.storage_path).expanduser().resolve()),
+            name=cfg.name, storage_path=cfg.storage,
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
@@ -80,8 +83,11 @@ def train(cfg: RunConfig, evaluate_after: bool = True) -> TrainResult:
     """Fit (or resume: same storage_path and name) a run, then evaluate it on data.val if given."""
     from rayda.eval import evaluate
 
-    if cfg.scaling.use_gpu and not ray.cluster_resources().get("GPU"):
-        raise ConfigError("scaling.use_gpu is true but the Ray cluster has no GPU; set scaling.use_gpu=false")
+    from rayda.runtime import started_local_ray
+
+    # An autoscaling cluster may add GPU nodes on demand; a local Ray without GPUs never will.
+    if cfg.scaling.use_gpu and started_local_ray() and not ray.cluster_resources().get("GPU"):
+        raise ConfigError("scaling.use_gpu is true but this machine has no GPU; set scaling.use_gpu=false")
     result = build_trainer(cfg).fit()
     run_dir = cfg.run_dir
     with result.checkpoint.as_directory() as d:

@@ -187,6 +187,9 @@ def tune(cfg: RunConfig, space_path: str | Path, *, num_samples: int = 4, schedu
     """Run (or, with restore, continue) the sweep STORAGE/NAME; write its results table, best config, plot."""
     from ray.tune.schedulers import ASHAScheduler
 
+    if "://" in cfg.storage_path:
+        raise ConfigError(f"storage_path: rayda tune writes its trials and translations by local path; give a "
+                          f"directory every node reaches (a shared file system), not {cfg.storage_path}")
     space = load_space(space_path, cfg)
     if space.metric == "val/miou" and cfg.train.val_every is None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"val_every": cfg.train.report_every})})

@@ -116,3 +116,10 @@ def test_asha_sweep_interrupted_and_restored_writes_results_and_a_runnable_best_
     deadline = time.monotonic() + 60
     while ray.available_resources().get("CPU", 0) < 4 and time.monotonic() < deadline:
         time.sleep(1)
+
+
+def test_a_cloud_storage_path_is_refused_with_the_reason(simworld, tmp_path):
+    base = _base(simworld, tmp_path)
+    base["storage_path"] = "s3://bucket/sweeps"
+    with pytest.raises(ConfigError, match="storage_path: rayda tune writes .* not s3://bucket/sweeps"):
+        tune(validate(base), _space(tmp_path, "params:\n  method.lr: {uniform: [0.1, 1]}\n"))

@@ -1,5 +1,5 @@
 """GIO-Ada: loss composition, G_img trained with the task net, update order, variants, depth masking,
-exact state round trip, the missing-depth error, 2-worker DDP on Ray Train with resume and evaluation."""
+exact state round trip, the missing-depth error, 2-worker DDP on Ray Train with evaluation."""
 import copy
 import json
 import shutil
@@ -202,7 +202,8 @@ def test_a_row_with_null_depth_is_a_dataset_error_naming_the_row(simworld):
         decode_batch(batch, {"name": info.name, "num_classes": info.classes.num_classes}, None, False, True)
 
 
-def test_two_worker_ddp_run_resumes_and_evaluates(simworld, tmp_path, ray_clean):
+def test_two_worker_ddp_run_evaluates(simworld, tmp_path, ray_clean):
+    # Resume is the loop's (test_train, test_csa, test_cycleplus); GIO-Ada's state round trip is tested above.
     from rayda.train.run import train
 
     raw = {"name": "gio", "storage_path": str(tmp_path / "runs"),
@@ -212,13 +213,10 @@ def test_two_worker_ddp_run_resumes_and_evaluates(simworld, tmp_path, ray_clean)
            "method": {"name": "gio_ada"},
            "train": {"steps": 4, "report_every": 2, "checkpoint_every": 2},
            "scaling": {"num_workers": 2, "cpus_per_worker": 1}, "eval": {"num_grid_images": 1}}
-    first = train(validate(raw))
-    assert [h["step"] for h in first.history] == [2, 4] and all(h["workers"] == 2 for h in first.history)
+    result = train(validate(raw))
+    assert [h["step"] for h in result.history] == [2, 4] and all(h["workers"] == 2 for h in result.history)
     assert {"loss/seg", "loss/depth", "loss/gan_image", "loss/d_output", "lr/task", "lr/g_img",
-            "lr/discriminators"} <= set(first.history[-1])
-    assert (first.run_dir / "visuals.png").stat().st_size > 0
-    raw["train"]["steps"] = 6
-    resumed = train(validate(raw))
-    assert [h["step"] for h in resumed.history] == [2, 4, 6] and resumed.history[:2] == first.history
-    metrics = json.loads((resumed.run_dir / "eval" / "metrics.json").read_text())
-    assert metrics["step"] == 6 and metrics["method"] == "gio_ada"
+            "lr/discriminators"} <= set(result.history[-1])
+    assert (result.run_dir / "visuals.png").stat().st_size > 0
+    metrics = json.loads((result.run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["method"] == "gio_ada"

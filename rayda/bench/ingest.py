@@ -118,7 +118,7 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, meth
     with result.checkpoint.as_directory() as d:
         hist = torch.load(Path(d) / "state.pt", weights_only=True)["history"]
     first = next(h for h in hist if h["step"] == warmup)
-    ray_steps_per_s = (hist[-1]["step"] - first["step"]) / (hist[-1]["time_s"] - first["time_s"])
+    ray_steps_per_s = (hist[-1]["step"] - first["step"]) / (hist[-1]["unix_time"] - first["unix_time"])
 
     # Plain loop: same method class and data, decoded by DataLoader workers (one on CPU, as Ray Data
     # gets the one CPU left beside the trainer; the rest of the CPUs on a GPU machine).

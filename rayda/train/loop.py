@@ -60,6 +60,12 @@ def batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
 def validate_segmenter(net: torch.nn.Module, shard, classes: ClassSet, device: torch.device, batch_size: int,
                        scored: list[int] | None) -> float:
     """mIoU of the segmenter on this worker's shard of data.val, summed over all workers."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        # Under no_grad DDP skips its buffer sync, so each rank would score with its own BatchNorm
+        # statistics; score with rank 0's, the ones the checkpoint keeps (DDP resends them next step anyway).
+        for buffer in net.buffers():
+            torch.distributed.broadcast(buffer, src=0)
     modes = {m: m.training for m in net.modules()}
     net.eval()
     c = classes.num_classes
@@ -69,7 +75,7 @@ def validate_segmenter(net: torch.nn.Module, shard, classes: ClassSet, device: t
             conf += confusion_matrix(predict(net, image[None], device)[0], label, c)
     for m, mode in modes.items():
         m.train(mode)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed:
         total = torch.from_numpy(conf).to(device)
         torch.distributed.all_reduce(total)
         conf = total.cpu().numpy()
@@ -126,7 +132,7 @@ def train_loop_per_worker(config: dict) -> None:
         elapsed = time.perf_counter() - t0
         metrics = {f"loss/{k}": v / counts[k] for k, v in sums.items()}
         metrics.update(method.learning_rates())
-        metrics.update(step=done, workers=ctx.get_world_size(), time_s=time.time(),
+        metrics.update(step=done, workers=ctx.get_world_size(), unix_time=time.time(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
         if cfg.train.val_every and (done % cfg.train.val_every == 0 or done == cfg.train.steps):
             metrics["val/miou"] = validate_segmenter(method.segmenter, ray.train.get_dataset_shard("val"), classes,

@@ -98,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--use-gpu", action="store_true")
 
+    m = sub.add_parser("measure", help="domain gap: SWD or FID between two datasets, cross-domain retrieval of segmenters")
+    m.add_argument("which", choices=["swd", "fid", "retrieval"])
+    m.add_argument("--a", help="swd/fid: a dataset, e.g. a translated synthetic set")
+    m.add_argument("--b", help="swd/fid: the dataset to compare it with, e.g. the real set")
+    m.add_argument("--max-images", type=int, help="swd/fid: images drawn from each dataset (default swd 512, fid 1000)")
+    m.add_argument("--size", type=_size, default=(256, 512), help="swd/fid: images are resized to HxW first")
+    m.add_argument("--checkpoint", action="append", metavar="[NAME=]DIR",
+                   help="retrieval: a checkpoint with a segmenter; repeat to compare (e.g. source_only=... lsd=...)")
+    m.add_argument("--source", help="retrieval: the synthetic dataset")
+    m.add_argument("--target", help="retrieval: the real dataset")
+    m.add_argument("--pool", type=int, default=200, help="retrieval: pool images per domain")
+    m.add_argument("--queries", type=int, default=100, help="retrieval: query images per domain (disjoint from the pool)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--use-gpu", action="store_true")
+    m.add_argument("--out", required=True)
+
     d = sub.add_parser("demo", help="end-to-end demo on a local Ray: simworld, source-only vs oracle")
     d.add_argument("--out", default="demo_out")
     d.add_argument("--quick", action="store_true", help="smallest scale (about 3 minutes on 2 cores)")
@@ -202,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
         m = evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, protocol=args.protocol,
                      use_gpu=args.use_gpu)
         print(json.dumps({"miou": m["miou"], "per_class": m["per_class"]}, indent=1))
+    elif args.command == "measure":
+        from rayda.eval.measure import measure
+
+        print(json.dumps(measure(args), indent=1))
     elif args.command == "demo":
         from rayda.demo import run_demo
 

@@ -45,6 +45,32 @@ def simworld(ray_session, tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def simworld_pairs(simworld, tmp_path_factory):
+    """`rayda pair` (K = 5) of the synthetic and real_val sets, real labels predicted by a random segmenter:
+    the pairs directory."""
+    import json
+
+    import torch
+
+    from rayda.classes import CITYSCAPES_19
+    from rayda.cli import main
+    from rayda.models import build_segmenter
+
+    root = tmp_path_factory.mktemp("pairs")
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    torch.manual_seed(0)
+    torch.save(build_segmenter("deeplabv3plus_mobilenetv2", 19, size="cpu").state_dict(), ckpt / "segmenter.pt")
+    (ckpt / "meta.json").write_text(json.dumps({"version": 1, "method": "source_only", "step": 0,
+                                                "arch": "deeplabv3plus_mobilenetv2", "size": "cpu",
+                                                "classes": CITYSCAPES_19.to_json(), "config": {}}))
+    out = root / "pairs"
+    assert main(["pair", "--synthetic", str(simworld["synthetic"].path), "--real", str(simworld["real_val"].path),
+                 "--out", str(out), "--k", "5", "--real-labels-from", str(ckpt)]) == 0
+    return out
+
+
 @pytest.fixture
 def small_torch():
     """Seeded, single-threaded torch: tiny tensors gain nothing from threads, and idle threads

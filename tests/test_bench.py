@@ -43,7 +43,8 @@ def test_tiny_bench_of_one_method_family_writes_table_json_and_plots(tmp_path, r
     for r in saved["runs"]:
         assert 0 <= r["target_miou"] <= 1 and r["steps"] == 2 and r["wall_time_s"] > 0
     assert {r["variant"]: r["gap_closed"] for r in saved["runs"]}["oracle"] in (1.0, None)
+    assert "domain_gap" not in saved["runs"][0]  # measured when a variant translates (test_measures)
     table = (out / "bench.md").read_text()
-    assert "| lsd/feature-D |" in table and "gap closed" in table
+    assert "| lsd/feature-D |" in table and "gap closed" in table and "FID to real" in table
     assert (out / "bench.png").stat().st_size > 0 and (out / "bench.html").is_file()
     assert len(list((out / "predictions").glob("*.png"))) == len(saved["runs"])

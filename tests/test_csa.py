@@ -1,5 +1,5 @@
 """CSA: colour operators against the card's formulas, gradients at the singular points, the two stages,
-exact state round trip, the colour-augmented baseline, and a 2-worker DDP run resumed across the stages."""
+exact state round trip, the colour-augmented baseline, and a 2-worker DDP run through both stages."""
 import copy
 
 import pyarrow.parquet as pq
@@ -214,9 +214,10 @@ def test_color_augment_p_adjusts_the_source_images_the_segmenter_sees(tiny_metho
         tiny_method("source_only", color_augment_p=1.0)
 
 
-# -- Ray Train: two workers, resumed across the stage boundary, then `rayda translate` ---------------------
+# -- Ray Train: two workers through both stages, then `rayda translate` -------------------------------------
 
-def test_two_worker_ddp_run_resumes_across_stages_and_translates(simworld, tmp_path, ray_clean):
+def test_two_worker_ddp_run_switches_stages_and_translates(simworld, tmp_path, ray_clean):
+    # Resume is the loop's (test_train); CSA's state round trip across the stage boundary is tested above.
     from rayda.cli import main
     from rayda.data import read_info
     from rayda.data.pipeline import decode_image_bytes
@@ -234,18 +235,14 @@ def test_two_worker_ddp_run_resumes_across_stages_and_translates(simworld, tmp_p
     assert {k for k in first.history[0] if k.startswith("loss/")} == {"loss/d"}
     assert {"loss/g", "loss/alpha_b", "loss/alpha_s", "loss/alpha_c", "lr/d", "lr/g"} <= set(first.history[1])
     assert "loss/d" not in first.history[1] and (first.run_dir / "visuals.png").stat().st_size > 0
-    raw["train"]["steps"] = 6  # stage 1 is now steps 0-2: the resumed steps 4-5 are stage 2
-    resumed = train(validate(raw))
-    assert [h["step"] for h in resumed.history] == [2, 4, 6] and resumed.history[:2] == first.history
-
-    nets = lambda step: torch.load(resumed.run_dir / f"checkpoint_{step:08d}" / STATE_FILE,  # noqa: E731
+    nets = lambda step: torch.load(first.run_dir / f"checkpoint_{step:08d}" / STATE_FILE,  # noqa: E731
                                    weights_only=True)["method_state"]["nets"]
-    at4, at6 = nets(4), nets(6)
-    assert all(torch.equal(v, at6["d"][k]) for k, v in at4["d"].items())  # D frozen in stage 2
-    assert any(not torch.equal(v, at6["g_b"][k]) for k, v in at4["g_b"].items())
+    at2, at4 = nets(2), nets(4)
+    assert all(torch.equal(v, at4["d"][k]) for k, v in at2["d"].items())  # D frozen in stage 2
+    assert any(not torch.equal(v, at4["g_b"][k]) for k, v in at2["g_b"].items())
 
     out = tmp_path / "adapted"
-    assert main(["translate", "--checkpoint", resumed.checkpoint.path, "--data", str(simworld["synthetic"].path),
+    assert main(["translate", "--checkpoint", first.checkpoint.path, "--data", str(simworld["synthetic"].path),
                  "--out", str(out)]) == 0
     info = read_info(out)
     assert info.num_rows == simworld["synthetic"].num_rows and info.source["method"] == "csa"

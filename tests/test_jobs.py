@@ -28,7 +28,7 @@ import psutil  # noqa: E402  (from ray/thirdparty_files)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent          # the venv's bin: `ray`, and the `python` jobs run with
-ENTRY_POINTS = ["generate", "convert", "pair", "train", "translate", "eval", "bench", "demo", "tune"]
+ENTRY_POINTS = ["generate", "convert", "pair", "train", "translate", "eval", "measure", "bench", "demo", "tune"]
 SUBMIT_TIMEOUT_S = 400  # a loaded 2-core machine has needed 150 s for the train job
 
 

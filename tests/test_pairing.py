@@ -5,7 +5,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from rayda.classes import CITYSCAPES_19, ClassSet
 from rayda.data import Augment, DatasetError
@@ -120,15 +119,14 @@ def test_sharded_knn_merges_to_the_same_pairs(ray_clean, tmp_path):
     assert key(pq.read_table(tmp_path / "one" / "pairs")) == key(pq.read_table(tmp_path / "three" / "pairs"))
 
 
-def test_pair_command_on_simworld(ray_clean, simworld, tmp_path):
-    from rayda.cli import main
+def test_pair_command_on_simworld(ray_clean, simworld, simworld_pairs):
     from rayda.data import read_dataset
     from rayda.data.pipeline import decode_image_bytes
 
-    out = tmp_path / "pairs"
+    out = simworld_pairs  # `rayda pair --k 5 --real-labels-from CHECKPOINT`
     syn, real = simworld["synthetic"], simworld["real_val"]
-    assert main(["pair", "--synthetic", str(syn.path), "--real", str(real.path), "--out", str(out), "--k", "5"]) == 0
     summary = json.loads((out / "pairs.json").read_text())
+    assert summary["real_labels"].startswith("predicted by")
     pairs = pq.read_table(out / "pairs").to_pylist()
     assert set(pairs[0]) >= {"real_id", "synthetic_id", "rank", "distance", "weight"}
     assert summary["num_pairs"] == len(pairs) == 5 * real.num_rows
@@ -175,19 +173,3 @@ def test_pair_errors_name_the_problem(ray_clean, simworld, tmp_path):
     write_features(tmp_path / "real", [[0.0, 1.0]], "q")
     with pytest.raises(DatasetError, match="no synthetic features"):
         pair_features(tmp_path / "empty", tmp_path / "real", tmp_path / "o2")
-
-
-def test_real_labels_from_a_checkpoint(ray_clean, simworld, tmp_path):
-    from rayda.models import build_segmenter
-    from rayda.pairing import pair
-
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    torch.manual_seed(0)
-    torch.save(build_segmenter("deeplabv3plus_mobilenetv2", 19, size="cpu").state_dict(), ckpt / "segmenter.pt")
-    (ckpt / "meta.json").write_text(json.dumps({"version": 1, "method": "source_only", "step": 0,
-                                                "arch": "deeplabv3plus_mobilenetv2", "size": "cpu",
-                                                "classes": CITYSCAPES_19.to_json(), "config": {}}))
-    s = pair(simworld["synthetic"].path, simworld["real_val"].path, tmp_path / "o", k=3, real_labels_from=str(ckpt),
-             num_grid=0)
-    assert s["real_labels"].startswith("predicted by") and s["num_pairs"] == 3 * simworld["real_val"].num_rows

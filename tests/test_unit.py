@@ -48,17 +48,15 @@ def test_spfeat_pairing_needs_pairs_and_unit_has_nothing_to_evaluate():
         build_trainer(cfg)
 
 
-def test_two_worker_ddp_run_on_spfeat_pairs_then_export(simworld, tmp_path, ray_clean):
+def test_two_worker_ddp_run_on_spfeat_pairs_then_export(simworld, simworld_pairs, tmp_path, ray_clean):
     from rayda.cli import main
     from rayda.data import read_info
-    from rayda.pairing import pair
     from rayda.train.run import train
 
     syn, real = simworld["synthetic"], simworld["real_val"]
-    pair(syn.path, real.path, tmp_path / "pairs", k=4, num_grid=0)
     raw = {"name": "unit", "storage_path": str(tmp_path / "runs"),
            "data": {"source": str(syn.path), "target": str(real.path), "pairing": "spfeat",
-                    "pairs": str(tmp_path / "pairs"), "crop": [32, 64], "batch_size": 2, "shuffle_buffer": 0},
+                    "pairs": str(simworld_pairs), "crop": [32, 64], "batch_size": 2, "shuffle_buffer": 0},
            "model": {"size": "cpu"}, "method": {"name": "unit"},
            "train": {"steps": 4, "report_every": 2, "checkpoint_every": 2},
            "scaling": {"num_workers": 2, "cpus_per_worker": 1}}

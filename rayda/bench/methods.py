@@ -3,7 +3,8 @@
 Each variant is a `rayda train` of its method's simworld config (`jobs/configs/simworld/<method>.yaml`, for
 the CPU-scale learning rates) with the data, segmenter, steps, batch and seed of the chosen scale. Methods
 that only translate (csa, unit) are scored the way their papers score them: translate the synthetic
-training set, train the source-only segmenter on the translation for the same steps, evaluate. Runs go in
+training set, train the source-only segmenter on the translation for the same steps, evaluate; the SWD and
+FID of their translation to the real images are recorded beside the synthetic set's own. Runs go in
 parallel as far as the cluster's CPUs (or GPUs) allow. Writes bench.json, bench.md (with the gap closed =
 (method - source) / (oracle - source)), bench.png (mIoU per variant) and each run's predictions and curves.
 """
@@ -29,6 +30,7 @@ log = logging.getLogger("rayda")
 
 CONFIGS = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "simworld"
 MODEL = {"arch": "deeplabv3plus_mobilenetv2", "size": "cpu"}
+GAP_IMAGES = 200  # images per side for the SWD/FID of a training set to the real images
 
 # Data (images per split, image size), training crop, steps and per-worker batch of every run.
 SCALES = {
@@ -97,12 +99,15 @@ def slug(name: str) -> str:
 class Bench:
     """One benchmark directory: data, runs, and the results of every variant."""
 
-    def __init__(self, out: Path, scale: dict, seed: int, use_gpu: bool):
+    def __init__(self, out: Path, scale: dict, seed: int, use_gpu: bool, measure_gap: bool = True):
         self.out, self.scale, self.seed, self.use_gpu = out, scale, seed, use_gpu
+        self.measure_gap = measure_gap  # SWD/FID of the training images (source_only and translations)
         self.data = out / "data"
         self.source_only = threading.Event()  # set once the source_only checkpoint exists
         self.source_only_checkpoint: str | None = None
         self.pairs_lock = threading.Lock()
+        self.real_fid_stats = None  # Inception statistics of real_train, computed once
+        self.fid_lock = threading.Lock()
 
     def generate(self) -> None:
         from rayda.simworld import generate
@@ -149,6 +154,25 @@ class Bench:
                      use_gpu=self.use_gpu, overwrite=True)
             return out
 
+    def domain_gap(self, data: Path) -> dict:
+        """SWD, and FID with the rayda[fid] extra, of a training set's images to the real training images."""
+        from rayda.data import read_info, sample_ids
+        from rayda.eval.fid import dataset_features, feature_stats, frechet_distance
+        from rayda.eval.swd import dataset_swd
+
+        n, size, real = min(GAP_IMAGES, self.scale["n_train"]), tuple(self.scale["size"]), self.data / "real_train"
+        gap = {"swd": dataset_swd(data, real, max_images=n, size=size, seed=self.seed)["mean"], "fid": None}
+        sets = [(info, sample_ids(info, n, self.seed)) for info in (read_info(data), read_info(real))]
+        try:
+            with self.fid_lock:  # the real set's statistics once, beside the first set measured
+                feats = dataset_features(sets if self.real_fid_stats is None else sets[:1], size, self.use_gpu)
+                if self.real_fid_stats is None:
+                    self.real_fid_stats = feature_stats(feats[1])
+            gap["fid"] = frechet_distance(*feature_stats(feats[0]), *self.real_fid_stats)
+        except ConfigError as e:  # the optional extra is missing: SWD only
+            log.warning(f"[bench] no FID: {e}")
+        return gap
+
     def run(self, v: Variant) -> dict:
         from rayda.train.run import train
         from rayda.translate import translate
@@ -174,8 +198,11 @@ class Bench:
             log.info(f"[bench] '{v.name}': translating synthetic_train, then training source-only on it")
             translate(result.checkpoint.path, self.data / "synthetic_train", translated, use_gpu=self.use_gpu,
                       overwrite=True)
+            row["domain_gap"] = self.domain_gap(translated)
             result = train(validate(self.config(f"{name}_segmenter", "source_only", {}, translated, val=True)))
             row["segmenter_run_dir"] = str(result.run_dir)
+        elif v.name == "source_only" and self.measure_gap:  # the untranslated set the translations improve on
+            row["domain_gap"] = self.domain_gap(self.data / "synthetic_train")
         m = result.metrics
         row.update(target_miou=m["miou"], per_class=m["per_class"], steps=self.scale["steps"],
                    wall_time_s=round(time.perf_counter() - t0, 1), predictions=str(result.run_dir / "eval" / "predictions.png"))
@@ -189,7 +216,7 @@ def bench_methods(out: str | Path, *, methods: str = "all", scale: str = "demo",
     variants = select(methods)
     out = prepare_output(out, overwrite)
     t0 = time.perf_counter()
-    bench = Bench(out, SCALES[scale], seed, use_gpu)
+    bench = Bench(out, SCALES[scale], seed, use_gpu, measure_gap=any(v.translate for v in variants))
     bench.generate()
     if parallel is None:  # one run per GPU, or per two CPUs: its worker (0.5), data reads, evaluation actor
         res = ray.cluster_resources()
@@ -228,18 +255,23 @@ def summarize(rows: list[dict], failures: dict, scale: str, scale_cfg: dict, see
 
 def write_reports(out: Path, report: dict) -> None:
     rows = report["runs"]
-    lines = ["| variant | target mIoU | gap closed | wall time |", "|---|---:|---:|---:|"]
+    lines = ["| variant | target mIoU | gap closed | SWD to real | FID to real | wall time |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         gap = "–" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%"
-        lines.append(f"| {r['variant']} | {100 * r['target_miou']:.1f} | {gap} | {r['wall_time_s'] / 60:.1f} min |")
+        swd, fid = (r.get("domain_gap", {}).get(k) for k in ("swd", "fid"))
+        lines.append(f"| {r['variant']} | {100 * r['target_miou']:.1f} | {gap} | {'–' if swd is None else f'{swd:.1f}'} "
+                     f"| {'–' if fid is None else f'{fid:.1f}'} | {r['wall_time_s'] / 60:.1f} min |")
     for name, error in report["failed"].items():
-        lines.append(f"| {name} | failed: {error.splitlines()[0][:120]} | | |")
+        lines.append(f"| {name} | failed: {error.splitlines()[0][:120]} | | | | |")
     table = "\n".join(lines)
     s = report
     setup = (f"simworld, scale '{s['scale']}': {s['n_train']} synthetic and {s['n_train']} real training images at "
              f"{s['size'][0]}x{s['size'][1]}, {s['n_val']} real validation images; every run {s['steps']} steps of "
              f"batch {s['batch']} on {s['crop'][0]}x{s['crop'][1]} crops, {MODEL['arch']} ({MODEL['size']}), seed "
-             f"{s['seed']}. Gap closed = (method - source_only) / (oracle - source_only). Total wall time "
+             f"{s['seed']}. Gap closed = (method - source_only) / (oracle - source_only). SWD (x 1e3) and FID "
+             f"to real: the images the segmenter trained on (source_only: the synthetic set; csa, unit: its "
+             f"translation) against the real training images, {GAP_IMAGES} or fewer of each. Total wall time "
              f"{s['wall_time_s'] / 60:.0f} min ({s['date']}).")
     images = [("Target mIoU per variant", out / "bench.png")]
     save_bar_chart(out / "bench.png", rows)

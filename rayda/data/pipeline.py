@@ -99,15 +99,34 @@ def stream_epochs(num_rows: int, rows_needed: int) -> int:
     return max(1, min(needed, math.ceil(MIN_ROWS_PER_STREAM / num_rows)))
 
 
-def eval_dataset(info: DatasetInfo, with_labels: bool = True) -> ray.data.Dataset:
-    """Decoded samples at full resolution, ids kept, no augmentation."""
+def eval_dataset(info: DatasetInfo, with_labels: bool = True, ids: list[str] | None = None) -> ray.data.Dataset:
+    """Decoded samples at full resolution, ids kept, no augmentation; only the rows `ids` names if given."""
     if with_labels and not info.has_labels:
         raise DatasetError(f"dataset '{info.name}' has no labels; evaluation needs a labeled dataset")
     columns = ["id", "image"] + (["label"] if with_labels else [])
-    return read_dataset(info, columns=columns).map_batches(
+    ds = read_dataset(info, columns=columns)
+    if ids is not None:  # dropped before decoding
+        ds = ds.map_batches(_keep_ids, batch_format="pyarrow", batch_size=None, fn_kwargs={"ids": pa.array(ids)})
+    return ds.map_batches(
         decode_batch, batch_format="numpy", batch_size=None,
         fn_kwargs=dict(info=_light(info), augment=None, keep_id=True, with_depth=False),
     )
+
+
+def sample_ids(info: DatasetInfo, n: int | None, seed: int) -> list[str] | None:
+    """n ids drawn uniformly without replacement, the same for a seed; None (every row) if n covers the dataset."""
+    if n is None or n >= info.num_rows:
+        return None
+    if n < 1:
+        raise ValueError(f"dataset '{info.name}': cannot sample {n} images")
+    ids = np.sort(read_dataset(info, columns=["id"]).to_pandas()["id"].to_numpy(str))
+    return sorted(np.random.default_rng(seed).choice(ids, n, replace=False).tolist())
+
+
+def _keep_ids(batch: pa.Table, ids: pa.Array) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch["id"], value_set=ids))
 
 
 def to_network_input(images: torch.Tensor) -> torch.Tensor:

@@ -86,15 +86,9 @@ def test_measure_command_writes_swd_fid_and_retrieval_reports(simworld, tmp_path
     fid = json.loads((tmp_path / "fid" / "fid.json").read_text())
     assert fid["num_images"] == [8, 8] and fid["fid"] > 10, fid
     assert "| FID |" in (tmp_path / "fid" / "fid.md").read_text()
-
-    # SWD and FID of a training set to the real images, as the bench records them beside each translation.
-    from rayda.bench.methods import SCALES, Bench
-
-    bench = Bench(tmp_path / "bench", SCALES["smoke"], seed=0, use_gpu=False)
-    bench.data.mkdir(parents=True)
-    (bench.data / "real_train").symlink_to(real)
-    gap = bench.domain_gap(simworld["synthetic"].path)
-    assert gap["swd"] > 0 and gap["fid"] > 10 and bench.real_fid_stats is not None
+    assert main(["measure", "swd", "--a", syn, "--b", real, "--size", "64x128", "--out", str(tmp_path / "swd")]) == 0
+    gap = json.loads((tmp_path / "swd" / "swd.json").read_text())
+    assert gap["num_images"] == 8 and set(gap["levels"]) == {"64x128", "32x64", "16x32"} and gap["mean"] > 0
 
     method = tiny_method("source_only")
     cfg = validate({"name": "t", "data": {"source": syn, "crop": [32, 64]}, "model": {"size": "cpu"},

@@ -15,9 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from rayda.data.format import DEPTH_SCALE, SCHEMA, DatasetError, DatasetInfo
 
@@ -111,6 +109,18 @@ def eval_dataset(info: DatasetInfo, with_labels: bool = True, ids: list[str] | N
         decode_batch, batch_format="numpy", batch_size=None,
         fn_kwargs=dict(info=_light(info), augment=None, keep_id=True, with_depth=False),
     )
+
+
+def tagged_images(sets: list[tuple]) -> ray.data.Dataset:
+    """The decoded images of several (DatasetInfo, ids or None) sets in one stream, each row's "set" its set's
+    index: one actor pool serves them all."""
+    parts = [eval_dataset(info, with_labels=False, ids=ids).map_batches(
+        _tag, batch_format="numpy", batch_size=None, fn_kwargs={"index": k}) for k, (info, ids) in enumerate(sets)]
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _tag(batch: dict, index: int) -> dict:
+    return {**batch, "set": np.full(len(batch["id"]), index)}
 
 
 def sample_ids(info: DatasetInfo, n: int | None, seed: int) -> list[str] | None:
@@ -219,6 +229,10 @@ def _decode_depth(data, image: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def _augment(image, label, depth, augment: Augment, rng: np.random.Generator):
+    # torchvision here, not at the top: the processes that only plan or split the data never import it.
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     h, w = image.shape[1:]
     s = rng.uniform(*augment.scale)
     size = [max(1, round(h * s)), max(1, round(w * s))]

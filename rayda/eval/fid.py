@@ -72,25 +72,12 @@ class InceptionFeatures:
         return {"set": batch["set"], "id": batch["id"], "feature": feats.astype(np.float32)}
 
 
-def tagged_images(sets: list[tuple], tag: str = "set"):
-    """One Ray Data stream of the decoded images of several (DatasetInfo, ids or None) sets, each row tagged
-    with its set's index: one actor pool serves them all."""
-    from rayda.data import eval_dataset
-
-    parts = [eval_dataset(info, with_labels=False, ids=ids).map_batches(
-        _tag, batch_format="numpy", batch_size=None, fn_kwargs={"tag": tag, "value": k})
-        for k, (info, ids) in enumerate(sets)]
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-
-
-def _tag(batch: dict, tag: str, value: int) -> dict:
-    return {**batch, tag: np.full(len(batch["id"]), value)}
-
-
 def dataset_features(sets: list[tuple], size: tuple[int, int], use_gpu: bool,
                      num_actors: int | None = None) -> list[np.ndarray]:
     """Inception features of each (DatasetInfo, ids or None) set, rows in id order."""
     import ray
+
+    from rayda.data import tagged_images
 
     inception()  # a missing extra fails here, on the driver, with its message
     if num_actors is None:

@@ -63,7 +63,7 @@ def embeddings(checkpoint: str, sets: list[tuple], use_gpu: bool) -> list[dict[s
     """{id: embedding} of each (DatasetInfo, ids) set, on one actor pool."""
     import ray
 
-    from rayda.eval.fid import tagged_images
+    from rayda.data import tagged_images
 
     ds = tagged_images(sets).map_batches(
         EmbeddingFeatures, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu}, batch_size=8,

@@ -82,7 +82,7 @@ def validate_segmenter(net: torch.nn.Module, shard, classes: ClassSet, device: t
     return summarize(conf, classes.names, scored)["miou"]
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop(config: dict) -> None:
     cfg = validate(config["cfg"])
     classes = ClassSet.from_json(config["classes"])
     ctx = ray.train.get_context()

@@ -16,7 +16,7 @@ from rayda.methods import method_class
 from rayda.pairing import paired_dataset
 from rayda.report import save_loss_curves
 from rayda.train import checkpoint as ckpt
-from rayda.train.loop import train_loop_per_worker
+from rayda.train.entry import train_loop_per_worker
 
 
 @dataclass

@@ -32,6 +32,7 @@ def test_every_shipped_variant_names_a_method_with_a_simworld_config():
         method_class(v.method).Params.model_validate(v.params)  # the variant's keys exist
 
 
+@pytest.mark.integration
 def test_tiny_bench_of_one_method_family_writes_table_json_and_plots(tmp_path, ray_clean):
     from rayda.bench.methods import bench_methods
 

@@ -291,6 +291,7 @@ def jobs(ray_head, tmp_path_factory, request):
                 sub.proc.wait()
 
 
+@pytest.mark.integration
 def test_train_job_runs_to_success_and_writes_the_run(jobs):
     train = jobs["train"]
     code, output = train.wait()
@@ -311,6 +312,7 @@ def test_train_job_runs_to_success_and_writes_the_run(jobs):
     print(f"train job: ran {train.seconds():.1f} s")
 
 
+@pytest.mark.integration
 def test_failing_job_ends_failed_with_raydas_one_line_error(jobs):
     fail = jobs["fail"]
     code, output = fail.wait()

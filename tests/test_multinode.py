@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 
 import psutil  # noqa: E402  (from ray/thirdparty_files)
@@ -62,6 +64,7 @@ def _end(procs: list[psutil.Process]) -> list[psutil.Process]:
     return procs
 
 
+@pytest.mark.integration
 def test_two_worker_training_spreads_over_nodes_and_pairing_runs_on_the_cluster(tmp_path):
     # Ray's temp dir (sessions, sockets, the ray_current_cluster file that Cluster writes) goes under a
     # short private directory: never /tmp/ray, where another local Ray could find this cluster.

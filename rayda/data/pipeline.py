@@ -129,8 +129,12 @@ def sample_ids(info: DatasetInfo, n: int | None, seed: int) -> list[str] | None:
         return None
     if n < 1:
         raise ValueError(f"dataset '{info.name}': cannot sample {n} images")
-    ids = np.sort(read_dataset(info, columns=["id"]).to_pandas()["id"].to_numpy(str))
-    return sorted(np.random.default_rng(seed).choice(ids, n, replace=False).tolist())
+    return sorted(np.random.default_rng(seed).choice(dataset_ids(info), n, replace=False).tolist())
+
+
+def dataset_ids(info: DatasetInfo) -> np.ndarray:
+    """Every id of a dataset, sorted (a Ray Data pass over the id column only)."""
+    return np.sort(read_dataset(info, columns=["id"]).to_pandas()["id"].to_numpy(str))
 
 
 def _keep_ids(batch: pa.Table, ids: pa.Array) -> pa.Table:

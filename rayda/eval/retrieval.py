@@ -78,13 +78,12 @@ def embeddings(checkpoint: str, sets: list[tuple], use_gpu: bool) -> list[dict[s
 
 def split_ids(info, pool: int, queries: int, seed: int) -> tuple[list[str], list[str]]:
     """Disjoint pool and query ids drawn from one dataset."""
-    from rayda.data import read_dataset
+    from rayda.data.pipeline import dataset_ids
 
     if pool + queries > info.num_rows:
         raise ValueError(f"dataset '{info.name}' has {info.num_rows} images; retrieval needs {pool} pool + "
                          f"{queries} query images, disjoint: lower --pool/--queries")
-    ids = np.sort(read_dataset(info, columns=["id"]).to_pandas()["id"].to_numpy(str))
-    chosen = np.random.default_rng(seed).choice(ids, pool + queries, replace=False).tolist()
+    chosen = np.random.default_rng(seed).choice(dataset_ids(info), pool + queries, replace=False).tolist()
     return sorted(chosen[queries:]), sorted(chosen[:queries])
 
 

@@ -2,9 +2,9 @@
 
 `python tests/multinode_scenario.py OUT` starts a `ray.cluster_utils.Cluster`: a head with no CPUs and
 two worker nodes, each with 2 CPUs, a bigger object store than Cluster's 150 MB default and one
-`trainer_slot`. On it: simworld generation, SP-Feat pairing and a 2-worker training whose workers must
-land on different nodes (STRICT_SPREAD, one trainer_slot each). Writes OUT/summary.json and shuts the
-cluster down whatever happens. Runs in its own process because pytest already holds an in-process Ray.
+`trainer_slot`. On it: simworld generation, SP-Feat pairing, a 2-worker training whose workers must
+land on different nodes (STRICT_SPREAD, one trainer_slot each), and a training whose node is preempted.
+Writes OUT/summary.json and shuts the cluster down whatever happens. Runs in its own process because pytest already holds an in-process Ray.
 """
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def scenario(out: Path, summary: dict) -> None:
         summary["placement_groups"] = list(watch.seen.values())
         summary["placement_watch_errors"] = watch.errors
         summary["actors"] = _actors_by_class()
+        preemption(cluster, out, syn, summary)
     finally:
         t = time.monotonic()
         try:
@@ -158,6 +159,58 @@ def scenario(out: Path, summary: dict) -> None:
         finally:
             cluster.shutdown()
         summary["timings_s"]["shutdown"] = round(time.monotonic() - t, 1)
+
+
+def _train_worker_node() -> str | None:
+    import ray._private.state
+
+    alive = [a for a in ray._private.state.actors().values()
+             if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
+    return alive[0]["Address"]["NodeID"] if alive else None
+
+
+def preemption(cluster, out: Path, syn, summary: dict) -> None:
+    """Spot reclaim, the way the autoscaler signals it: Ray's own drain (reason PREEMPTION, with a deadline)
+    of the node that runs the 1-worker training. The loop checkpoints at its next report; when the deadline
+    passes Ray Train restarts the worker on the other node, which resumes from that checkpoint."""
+    import subprocess
+
+    from rayda.config import validate
+    from rayda.train.run import train
+
+    cfg = validate({
+        "name": "preempted", "storage_path": str(out / "runs"),
+        "data": {"source": str(syn.path), "crop": [32, 64], "batch_size": 2, "shuffle_buffer": 0},
+        "model": {"size": "cpu"}, "method": {"name": "source_only"},
+        "train": {"steps": 40, "report_every": 2, "checkpoint_every": 40},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "resources_per_worker": {"trainer_slot": 1}},
+    })
+    drained: dict = {}
+
+    def drain_when_training():
+        deadline = time.monotonic() + 120
+        while (node := _train_worker_node()) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        drained["node"] = node
+        drained["drain_exit"] = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "drain-node", "--address", cluster.address,
+             "--node-id", node, "--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "rayda test",
+             "--deadline-remaining-seconds", "10"], capture_output=True, text=True).returncode
+        while time.monotonic() < deadline:  # the restarted worker, elsewhere
+            if (now := _train_worker_node()) not in (None, node):
+                drained["restarted_on"] = now
+                return
+            time.sleep(0.2)
+
+    t = time.monotonic()
+    drainer = threading.Thread(target=drain_when_training, daemon=True)
+    drainer.start()
+    result = train(cfg)
+    drainer.join(timeout=5)
+    summary["timings_s"]["preemption"] = round(time.monotonic() - t, 1)
+    summary["preemption"] = {**drained, "checkpoints": sorted(p.name for p in result.run_dir.glob("checkpoint_*")),
+                             "resumed_from": [h["resumed_from"] for h in result.history if "resumed_from" in h],
+                             "last_step": result.history[-1]["step"]}
 
 
 def main() -> int:

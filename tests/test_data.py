@@ -1,10 +1,12 @@
 """The shard format, its validation, and the decode/augment stage."""
+import itertools
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from rayda.classes import CITYSCAPES_19
-from rayda.data import Augment, DatasetError, DatasetInfo, eval_dataset, make_row, read_info, rows_to_table, train_dataset
+from rayda.data import Augment, DatasetError, DatasetInfo, eval_dataset, make_row, read_info, rows_to_table, train_stream
 from rayda.data.pipeline import decode_batch
 
 
@@ -130,16 +132,46 @@ def test_augment_crops_pads_and_keeps_labels_nearest():
 def test_ray_pipelines_stream_decoded_batches(ray_session, tmp_path):
     d = write_shards(tmp_path / "ds", [[_sample(i) for i in range(6)], [_sample(i) for i in range(6, 10)]])
     info = read_info(d)
-    train = list(train_dataset(info, Augment(crop=(16, 16)), seed=0, with_depth=True).iter_batches(batch_size=5))
+    train = list(train_stream(info, Augment(crop=(16, 16)), seed=0, rows=10, with_depth=True).iter_batches(batch_size=5))
     assert sum(len(b["image"]) for b in train) == 10
     assert train[0]["image"].shape[1:] == (3, 16, 16) and train[0]["depth"].shape[1:] == (1, 16, 16)
     ids = sorted(i for b in eval_dataset(info).iter_batches(batch_size=4) for i in b["id"])
     assert ids == [f"s{i:03d}" for i in range(10)]
 
 
-def test_small_datasets_chain_epochs_into_one_stream_large_ones_do_not():
-    from rayda.data import stream_epochs
+def test_epochs_are_cut_into_slots_and_dealt_to_workers():
+    from rayda.data.stream import epoch_slots, worker_slots
 
-    assert stream_epochs(num_rows=400, rows_needed=4800) == 6  # until a stream holds >= 2048 rows
-    assert stream_epochs(num_rows=400, rows_needed=800) == 2   # never more than the run needs
-    assert stream_epochs(num_rows=100_000, rows_needed=10**7) == 1
+    info = DatasetInfo(name="toy", domain="synthetic", classes=CITYSCAPES_19, has_labels=True, has_depth=False,
+                       shards=[{"file": f"s{k}", "num_rows": n} for k, n in enumerate([6, 4, 5, 3])])
+    slots = epoch_slots(info, seed=1, epoch=0, mix_rows=8)
+    assert sorted(i for s in slots for i in s.shards) == [0, 1, 2, 3]  # every shard once per epoch
+    assert all(s.rows >= 8 for s in slots[:-1]) and sum(s.rows for s in slots) == 18
+    assert [len(epoch_slots(info, 1, 0, mix_rows=0))] == [4]  # mix_rows 0: a slot per shard
+    shards = lambda epoch: [s.shards for s in epoch_slots(info, 1, epoch, 8)]  # noqa: E731
+    assert shards(0) == [s.shards for s in slots] == [(0, 1), (2, 3)]
+    assert shards(1) == [(2, 0), (1, 3)]  # another order per epoch, fixed by (seed, epoch)
+    first = lambda rank, n: [(s.epoch, s.index) for s in itertools.islice(worker_slots(info, 1, rank, 2, 0), n)]  # noqa: E731
+    dealt = [(e, i) for e in range(3) for i in range(4)]
+    assert first(0, 6) == dealt[0::2] and first(1, 6) == dealt[1::2]  # round-robin over the epochs' slots
+
+
+def test_train_stream_is_a_function_of_seed_and_position(ray_session, tmp_path):
+    """What makes resume exact: a stream opened at sample k equals the full stream from k on, and
+    workers' streams hold every row once per epoch between them."""
+    d = write_shards(tmp_path / "ds", [[_sample(i) for i in range(k, k + 5)] for k in range(0, 20, 5)])
+    info = read_info(d)
+    augment = Augment(crop=(12, 12), scale=(0.8, 1.2))
+
+    def rows(**kw):
+        batches = train_stream(info, augment, seed=3, keep_id=True, **kw).iter_batches(batch_size=None)
+        return [(i, image.tobytes()) for b in batches for i, image in zip(b["id"], b["image"])]
+
+    full = rows(rows=30)
+    assert len(full) >= 30 and rows(rows=30) == full  # deterministic, augmentation included
+    assert sorted(i for i, _ in full[:20]) == [f"s{i:03d}" for i in range(20)]  # epoch 0: each row once
+    assert full[20:] != full[:len(full) - 20]  # epoch 1: another order and other crops
+    assert rows(rows=30 - 13, start=13)[:17] == full[13:30]  # seek: mid-slot, without reading before it
+    split = [rows(rows=10, rank=r, world=2, mix_rows=5) for r in (0, 1)]  # a slot per shard
+    assert sorted(i for part in split for i, _ in part[:10]) == [f"s{i:03d}" for i in range(20)]
+    assert rows(rows=6, start=4, rank=1, world=2, mix_rows=5)[:6] == split[1][4:10]

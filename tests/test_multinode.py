@@ -1,4 +1,5 @@
-"""A simulated multi-node cluster (`ray.cluster_utils.Cluster`): training spread over nodes, pairing on it.
+"""A simulated multi-node cluster (`ray.cluster_utils.Cluster`): training spread over nodes, pairing on it,
+and a spot preemption (a node drained with Ray's own drain API) survived with a just-in-time checkpoint.
 
 The scenario lives in tests/multinode_scenario.py and runs in a subprocess: this pytest process may
 already hold the session's in-process Ray, and a driver joins one cluster at a time.
@@ -71,7 +72,7 @@ def test_two_worker_training_spreads_over_nodes_and_pairing_runs_on_the_cluster(
     ray_tmp = tempfile.mkdtemp(prefix="rm", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
-               RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0", RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="0.5")
     log = tmp_path / "scenario.log"
     t0 = time.monotonic()
     with open(log, "w") as out:
@@ -130,3 +131,12 @@ def test_two_worker_training_spreads_over_nodes_and_pairing_runs_on_the_cluster(
     assert p["mismatches"] == 0 and p["synthetic_ids_known"]
     knn_nodes = {n for name, nodes in s["actors"].items() if "TopKActor" in name for n in nodes}
     assert knn_nodes and knn_nodes <= set(workers.values())
+
+    # Preemption: the node running the training was drained (reason PREEMPTION, 10 s deadline); the loop
+    # wrote a checkpoint off its schedule (every 40 steps), Ray Train restarted the worker on the other
+    # node at the deadline, and it resumed from that checkpoint and finished.
+    pre = s["preemption"]
+    assert pre["drain_exit"] == 0 and pre["node"] in workers.values()
+    assert pre["restarted_on"] in workers.values() and pre["restarted_on"] != pre["node"]
+    (resumed,) = pre["resumed_from"]
+    assert 0 < resumed < 40 and f"checkpoint_{resumed:08d}" in pre["checkpoints"] and pre["last_step"] == 40

@@ -1,7 +1,6 @@
 """`rayda bench ingest|train-overhead`: rayda's Ray paths against plain PyTorch equivalents, in one run."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from rayda.data import Augment, read_info, stream_epochs, to_network_input, train_dataset
+from rayda.data import Augment, read_info, to_network_input, train_stream
 from rayda.data.pipeline import decode_batch
 
 BENCH_SIZE = (256, 512)
@@ -52,11 +51,8 @@ def bench_ingest(out: Path, n: int = 2048, epochs: int = 2, batch_size: int = 16
     cpus = int(ray.cluster_resources().get("CPU", 1))
 
     def ray_data():
-        per_stream = stream_epochs(info.num_rows, epochs * info.num_rows)  # as a training run streams it
-        ds = train_dataset(info, AUGMENT, seed=0, epochs=per_stream)
-        for _ in range(math.ceil(epochs / per_stream)):
-            for _ in ds.iter_torch_batches(batch_size=batch_size):
-                pass
+        for _ in train_stream(info, AUGMENT, seed=0, rows=epochs * info.num_rows).iter_torch_batches(batch_size=batch_size):
+            pass  # as a training worker streams it
 
     def dataloader():
         loader = torch.utils.data.DataLoader(ShardRows(info, AUGMENT), batch_size=batch_size, num_workers=cpus,

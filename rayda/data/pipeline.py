@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import shutil
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +30,14 @@ class Augment:
     scale: tuple[float, float] = (0.75, 1.25)
     flip: bool = True
 
+    @classmethod
+    def of(cls, data) -> "Augment":
+        """The augmentation a `data` config section (crop, scale, flip) asks for."""
+        return cls(crop=tuple(data.crop), scale=tuple(data.scale), flip=data.flip)
 
-def read_dataset(info: DatasetInfo, shuffle_seed: int | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
+
+def read_dataset(info: DatasetInfo, columns: list[str] | None = None) -> ray.data.Dataset:
     """The raw (still encoded) rows of a dataset, one block per shard, with each row's shard path."""
-    shuffle = None
-    if shuffle_seed is not None:  # a new shard order every epoch, reproducible from the seed
-        shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
     paths = info.shard_paths()
     # Ray 2.60's default (v2) Parquet reader packs small shards into a single read task, so the decode
     # stage downstream runs as one task on one core (measured: 100 vs 158 images/s on 2 cores, far worse
@@ -44,8 +46,7 @@ def read_dataset(info: DatasetInfo, shuffle_seed: int | None = None, columns: li
         # `columns=` is deprecated for `select_columns`, but only `columns=` is pushed down into the
         # v1 reader and lets the decode stage fuse with the read (measured 183 vs 107 images/s).
         warnings.simplefilter("ignore", DeprecationWarning)
-        return ray.data.read_parquet(paths, columns=columns, include_paths=True, shuffle=shuffle,
-                                     override_num_blocks=len(paths))
+        return ray.data.read_parquet(paths, columns=columns, include_paths=True, override_num_blocks=len(paths))
 
 
 @contextlib.contextmanager
@@ -60,41 +61,6 @@ def data_context(**overrides):
     finally:
         for k, v in old.items():
             setattr(ctx, k, v)
-
-
-def train_dataset(info: DatasetInfo, augment: Augment, seed: int, with_depth: bool = False,
-                  epochs: int = 1) -> ray.data.Dataset:
-    """Decoded, augmented training samples: image uint8 [3,h,w], label uint8 [h,w], depth float32 [1,h,w] metres.
-
-    `epochs` passes over the shards (each in its own shuffled shard order) stream as one execution;
-    `stream_epochs` says how many.
-    Images stay uint8 until the training worker (`to_network_input`): a quarter of the bytes through
-    the object store, and on GPU the conversion runs on the device.
-    """
-    if not info.has_labels:
-        raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
-    columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
-
-    def one_epoch(e: int) -> ray.data.Dataset:
-        return read_dataset(info, shuffle_seed=seed + e, columns=columns).map_batches(
-            decode_batch, batch_format="numpy", batch_size=None,  # a whole shard per task, fused with its read
-            fn_kwargs=dict(info=_light(info), augment=augment, keep_id=False, with_depth=with_depth),
-        )
-
-    first = one_epoch(0)
-    return first.union(*(one_epoch(e) for e in range(1, epochs))) if epochs > 1 else first
-
-
-MIN_ROWS_PER_STREAM = 2048
-
-
-def stream_epochs(num_rows: int, rows_needed: int) -> int:
-    """Epochs to chain into one training stream. A new execution per epoch costs seconds of start-up,
-    which starves training on small datasets (512 images, 2 cores: 126 images/s with an execution per
-    epoch, 192 chained); chained epochs run concurrently, which costs on large ones (2048 images:
-    227 vs 174). So chain only until a stream holds MIN_ROWS_PER_STREAM rows."""
-    needed = math.ceil(rows_needed / num_rows)
-    return max(1, min(needed, math.ceil(MIN_ROWS_PER_STREAM / num_rows)))
 
 
 def eval_dataset(info: DatasetInfo, with_labels: bool = True, ids: list[str] | None = None) -> ray.data.Dataset:
@@ -164,9 +130,12 @@ def decode_image_bytes(data: bytes, mode: str | None = "RGB") -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool, with_depth: bool) -> dict:
+def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool, with_depth: bool,
+                 rng_key: tuple[int, ...] | None = None) -> dict:
+    """Decode (and augment) a batch of encoded rows. With `rng_key`, each row's augmentation draws come from
+    (rng_key, row id), the same wherever and whenever the row is decoded; without, fresh draws."""
     images, labels, depths = [], [], []
-    rng = np.random.default_rng()  # fresh draws every epoch
+    rng = np.random.default_rng()
     has_label = "label" in batch
     for i, sample_id in enumerate(batch["id"]):
         where = f"dataset '{info['name']}', shard {os.path.basename(batch['path'][i])}, id {sample_id}"
@@ -177,7 +146,8 @@ def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool
         label = _decode_label(batch["label"][i], image, info, where) if has_label else None
         depth = _decode_depth(batch["depth"][i], image, where) if with_depth else None
         if augment is not None:
-            image, label, depth = _augment(image, label, depth, augment, rng)
+            row_rng = rng if rng_key is None else np.random.default_rng([*rng_key, zlib.crc32(str(sample_id).encode())])
+            image, label, depth = _augment(image, label, depth, augment, row_rng)
         images.append(image.numpy())
         if label is not None:
             labels.append(label.numpy()[0])

@@ -16,7 +16,7 @@ import torch
 
 from rayda.classes import ClassSet
 from rayda.config import validate
-from rayda.data import to_network_input
+from rayda.data import Augment, read_info, to_network_input, train_stream
 from rayda.eval.evaluate import predict, protocol_classes
 from rayda.eval.metrics import confusion_matrix, summarize
 from rayda.methods import StepContext, method_class
@@ -32,16 +32,26 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def seed_everything(seed: int, rank: int, step: int) -> None:
-    # RNG streams are a function of (seed, rank, step) and are re-derived at every checkpoint
-    # step, so a resumed run draws exactly what the uninterrupted run drew from there on.
+    # RNG streams are a function of (seed, rank, step), re-derived at every step, so a run resumed from
+    # any step (a preemption checkpoint too) draws exactly what the uninterrupted run drew from there on.
     s = (seed * 1_000_003 + rank * 7_919 + step) % 2**32
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
 
 
-def batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
-    """Endless stream of batches, epoch after epoch, from this worker's dataset shard."""
+def source_batches(cfg, needs_depth: bool, rank: int, world: int, start: int):
+    """This worker's batches for steps start.. of the run: its deterministic stream (`rayda.data.stream`)
+    from sample start * batch_size on, so a resumed run trains on what the uninterrupted one would have."""
+    b = cfg.data.batch_size
+    ds = train_stream(read_info(cfg.data.source), Augment.of(cfg.data), cfg.train.seed,
+                      rows=(cfg.train.steps - start) * b, start=start * b, rank=rank, world=world,
+                      mix_rows=cfg.data.shuffle_buffer, with_depth=needs_depth)
+    return iter(ds.iter_torch_batches(batch_size=b, drop_last=True))
+
+
+def paired_batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
+    """Endless stream of batches, epoch after epoch, from this worker's shard of the paired dataset."""
     epoch = 0
     while True:
         n = 0
@@ -89,29 +99,34 @@ def train_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
 
+    seed_everything(cfg.train.seed, 0, 0)  # the same initial weights in every run of this seed
     method = method_class(cfg.method.name)(cfg, classes)
     for name, net in method.nets.items():
         method.nets[name] = ray.train.torch.prepare_model(net)
     method.configure_optimizers()
 
-    start, history = 0, []
+    start, history, resumed = 0, [], None
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt.load_state(d, method)
         method.load_state_dict(state["method_state"])
         start, history = state["step"], state["history"]
-    seed_everything(cfg.train.seed, rank, start)
+        resumed = start
+        if rank == 0:
+            log.info(f"[{cfg.name}] resuming from the checkpoint of step {start}")
     scored = protocol_classes(classes, cfg.eval.protocol)
 
-    stream = batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
-                     cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
+    if method.needs_target:  # a paired (source, target) dataset, split across workers by Ray Train
+        stream = paired_batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
+                                cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
+    else:
+        stream = source_batches(cfg, method.needs_depth, rank, ctx.get_world_size(), start)
     # Per-loss counts: a method may return a term only on some steps (CSA's stages, for one).
     sums, counts, count, t0 = defaultdict(float), defaultdict(int), 0, time.perf_counter()
-    last_checkpoint = "none yet"
+    last_checkpoint, preemption_saved = "none yet", False
     for step in range(start, cfg.train.steps):
-        if step > start and step % cfg.train.checkpoint_every == 0:
-            seed_everything(cfg.train.seed, rank, step)
+        seed_everything(cfg.train.seed, rank, step)
         batch = next(stream)
         for key in ("image", "target_image"):
             if key in batch:
@@ -129,11 +144,18 @@ def train_loop(config: dict) -> None:
         save = done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps
         if done % cfg.train.report_every and not save:
             continue
+        # A node of the run is being reclaimed (spot): checkpoint now. A barrier, asked at every report.
+        if not preemption_saved and ray.train.get_preemption_info() is not None:
+            save = preemption_saved = True
+            if rank == 0:
+                log.warning(f"[{cfg.name}] a node of this run is being preempted: checkpointing at step {done}")
         elapsed = time.perf_counter() - t0
         metrics = {f"loss/{k}": v / counts[k] for k, v in sums.items()}
         metrics.update(method.learning_rates())
         metrics.update(step=done, workers=ctx.get_world_size(), unix_time=time.time(),
                        images_per_s=count * cfg.data.batch_size * ctx.get_world_size() / elapsed)
+        if resumed is not None:  # the first report after a restart says where it restarted
+            metrics["resumed_from"], resumed = resumed, None
         if cfg.train.val_every and (done % cfg.train.val_every == 0 or done == cfg.train.steps):
             metrics["val/miou"] = validate_segmenter(method.segmenter, ray.train.get_dataset_shard("val"), classes,
                                                      device, cfg.eval.batch_size, scored)

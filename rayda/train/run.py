@@ -11,7 +11,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from rayda.config import ConfigError, RunConfig, to_dict
-from rayda.data import Augment, eval_dataset, read_info, stream_epochs, train_dataset
+from rayda.data import Augment, eval_dataset, read_info
 from rayda.methods import method_class
 from rayda.pairing import paired_dataset
 from rayda.report import save_loss_curves
@@ -42,22 +42,18 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         val = read_info(cfg.data.val)
         if val.classes != source.classes:
             raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
-    augment = Augment(crop=tuple(cfg.data.crop), scale=tuple(cfg.data.scale), flip=cfg.data.flip)
-    rows_needed = cfg.train.steps * cfg.data.batch_size * cfg.scaling.num_workers
+    datasets = {}
     if method_cls.needs_target:
         if not cfg.data.target:
             raise ConfigError(f"method '{cfg.method.name}' adapts to a target domain: set data.target")
-        target = read_info(cfg.data.target)
         # Enough pairs for the whole run in one stream; the loop re-reads it if a worker runs short.
         pairs = cfg.data.pairs if cfg.data.pairing == "spfeat" else None
-        train = paired_dataset(source, target, augment, seed=cfg.train.seed, rows=rows_needed, pairs=pairs,
-                               with_depth=method_cls.needs_depth)
-    else:
-        if cfg.data.pairs:
-            raise ConfigError(f"data.pairs is set but method '{cfg.method.name}' trains on the source alone")
-        epochs = stream_epochs(source.num_rows, rows_needed)  # the loop re-reads the stream when it ends
-        train = train_dataset(source, augment, seed=cfg.train.seed, with_depth=method_cls.needs_depth, epochs=epochs)
-    datasets = {"train": train}
+        rows = cfg.train.steps * cfg.data.batch_size * cfg.scaling.num_workers
+        datasets["train"] = paired_dataset(source, read_info(cfg.data.target), Augment.of(cfg.data), cfg.train.seed,
+                                           rows, pairs=pairs, with_depth=method_cls.needs_depth)
+    elif cfg.data.pairs:
+        raise ConfigError(f"data.pairs is set but method '{cfg.method.name}' trains on the source alone")
+    # Source-only methods get no train dataset here: each worker opens its own stream at its resume step.
     if cfg.train.val_every:
         datasets["val"] = eval_dataset(val)
     for ds in datasets.values():
@@ -75,7 +71,7 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
         ),
-        datasets=datasets,
+        datasets=datasets or None,
     )
 
 

@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--use-gpu", action="store_true", help="train-overhead on one GPU (full-size model, bf16); "
                    "methods: train every run on a GPU")
     b.add_argument("--method", default="source_only", help="train-overhead: the method to time")
+    b.add_argument("--report-every", type=int, default=10,
+                   help="train-overhead: ray.train.report every N steps (also the warm-up steps)")
     b.add_argument("--benchmark", choices=["simworld"], default="simworld", help="methods: the benchmark")
     b.add_argument("--scale", choices=["demo", "full", "smoke"], default="demo", help="methods: data and steps")
     b.add_argument("--methods", default="all", help="methods: 'all' or a comma list, e.g. csa,lsd,gio_ada")
@@ -240,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
                           use_gpu=args.use_gpu, overwrite=args.overwrite)
         else:
             init_ray(args.address)
-            bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu, method=args.method)
+            bench.run(args.which, args.out, steps=args.steps, use_gpu=args.use_gpu, method=args.method,
+                      report_every=args.report_every)
     return 0
 
 

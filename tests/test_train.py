@@ -56,3 +56,28 @@ def test_nan_loss_stops_the_run_naming_step_and_loss(simworld, tmp_path, ray_cle
         train(cfg)
     message = describe(info.value)
     assert "loss 'seg' is nan" in message and "step" in message and "last good checkpoint" in message, message
+
+
+def test_a_checkpoint_is_refused_for_another_method_class_set_or_version(tmp_path, tiny_method):
+    """What `ray.train.get_checkpoint()` restores goes through load_state: the checkpoint must be this
+    method's, on this class set, in this format version; its tensors load with weights_only=True."""
+    import dataclasses
+
+    from rayda.train import checkpoint as ckpt
+
+    source = tiny_method("source_only")
+    config = {"model": {"arch": "deeplabv3plus_mobilenetv2", "size": "cpu"}}
+    ckpt.save(tmp_path, method=source, step=3, history=[{"step": 3}], config=config)
+    assert ckpt.load_state(tmp_path, tiny_method("source_only"))["step"] == 3
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint of method 'source_only', this run is 'lsd'"):
+        ckpt.load_state(tmp_path, tiny_method("lsd"))
+    other = tiny_method("source_only")
+    other.classes = dataclasses.replace(other.classes, names=other.classes.names[:18], palette=other.classes.palette[:18])
+    with pytest.raises(ckpt.CheckpointError, match="class set .* differs from the data's"):
+        ckpt.load_state(tmp_path, other)
+    meta = json.loads((tmp_path / ckpt.META_FILE).read_text())
+    (tmp_path / ckpt.META_FILE).write_text(json.dumps({**meta, "version": 0}))
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint version 0, this rayda reads 1"):
+        ckpt.load_state(tmp_path, source)
+    with pytest.raises(ckpt.CheckpointError, match="not a rayda checkpoint"):
+        ckpt.read_meta(tmp_path.parent)

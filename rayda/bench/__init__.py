@@ -11,7 +11,8 @@ import torch
 PERFORMANCE = ("ingest", "train-overhead", "pairing")
 
 
-def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False, method: str = "source_only") -> dict:
+def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False, method: str = "source_only",
+        report_every: int = 10) -> dict:
     """One performance benchmark; writes out/<which>.json and prints it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -26,7 +27,7 @@ def run(which: str, out: str | Path, steps: int = 60, use_gpu: bool = False, met
     elif which == "train-overhead":
         from rayda.bench.ingest import bench_train_overhead
 
-        result = bench_train_overhead(out, steps=steps, use_gpu=use_gpu, method=method)
+        result = bench_train_overhead(out, steps=steps, use_gpu=use_gpu, method=method, report_every=report_every)
     else:
         raise ValueError(f"unknown benchmark {which!r}; choose one of {PERFORMANCE} (or `rayda bench methods`)")
     result.update(benchmark=which, cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__)

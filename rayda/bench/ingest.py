@@ -71,7 +71,8 @@ def bench_ingest(out: Path, n: int = 2048, epochs: int = 2, batch_size: int = 16
             "ratio_ray_data_over_dataloader": rates["ray_data"] / rates["dataloader"]}
 
 
-def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, method: str = "source_only") -> dict:
+def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, method: str = "source_only",
+                         report_every: int = 10) -> dict:
     """A method's steps/s under TorchTrainer (1 worker) vs a plain single-process loop, same everything.
 
     CPU: the cpu-size nets at 128x256, batch 8 (2 for adversarial methods), one torch thread on both sides
@@ -94,7 +95,7 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, meth
     target = _dataset(out, n, "real") if method_cls.needs_target else None
     params = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text())["method"]
     params.pop("segmenter_init", None)
-    warmup = 10
+    warmup = report_every  # the Ray side is timed from the report that closes the warm-up
     crop, batch_size, size = ((256, 512), 16, "full") if use_gpu else ((128, 256), 8, "cpu")
     if method != "source_only":
         batch_size = 2
@@ -148,7 +149,7 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, meth
         plain_steps_per_s = steps / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    return {"method": method, "steps": steps, "batch_size": batch_size, "crop": list(crop), "model_size": size,
+    return {"method": method, "steps": steps, "report_every": report_every, "batch_size": batch_size, "crop": list(crop), "model_size": size,
             "device": torch.cuda.get_device_name() if use_gpu else "cpu",
             "steps_per_s": {"ray_train": ray_steps_per_s, "plain_pytorch": plain_steps_per_s},
             "ratio_ray_train_over_plain": ray_steps_per_s / plain_steps_per_s}

@@ -51,8 +51,9 @@ def bench_ingest(out: Path, n: int = 2048, epochs: int = 2, batch_size: int = 16
     cpus = int(ray.cluster_resources().get("CPU", 1))
 
     def ray_data():
-        for _ in train_stream(info, AUGMENT, seed=0, rows=epochs * info.num_rows).iter_torch_batches(batch_size=batch_size):
-            pass  # as a training worker streams it
+        stream = train_stream(info, AUGMENT, seed=0, rows=epochs * info.num_rows)  # as a training worker reads
+        for _ in stream.iter_torch_batches(batch_size=batch_size):
+            pass
 
     def dataloader():
         loader = torch.utils.data.DataLoader(ShardRows(info, AUGMENT), batch_size=batch_size, num_workers=cpus,
@@ -149,7 +150,8 @@ def bench_train_overhead(out: Path, steps: int = 60, use_gpu: bool = False, meth
         plain_steps_per_s = steps / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-    return {"method": method, "steps": steps, "report_every": report_every, "batch_size": batch_size, "crop": list(crop), "model_size": size,
+    return {"method": method, "steps": steps, "report_every": report_every, "batch_size": batch_size,
+            "crop": list(crop), "model_size": size,
             "device": torch.cuda.get_device_name() if use_gpu else "cpu",
             "steps_per_s": {"ray_train": ray_steps_per_s, "plain_pytorch": plain_steps_per_s},
             "ratio_ray_train_over_plain": ray_steps_per_s / plain_steps_per_s}

@@ -62,11 +62,11 @@ def train_stream(info: DatasetInfo, augment: Augment, seed: int, rows: int, *, s
         raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
     if with_depth and not info.has_depth:
         raise DatasetError(f"dataset '{info.name}' has no depth (dataset.json: has_depth false)")
-    plan, seen = [], 0
+    paths, plan, seen = info.shard_paths(), [], 0
     for slot in worker_slots(info, seed, rank, world, mix_rows):
         if seen + slot.rows > start:
             plan.append({"epoch": slot.epoch, "index": slot.index, "skip": max(0, start - seen),
-                         "shards": [info.shard_paths()[i] for i in slot.shards]})
+                         "shards": [paths[i] for i in slot.shards]})
         seen += slot.rows
         if seen >= start + rows:
             break

@@ -8,9 +8,9 @@ import pytest
 
 from rayda.classes import CITYSCAPES_19, ClassSet
 from rayda.data import Augment, DatasetError
-from rayda.pairing import paired_dataset, sp_feat, topk
+from rayda.data.pipeline import dataset_ids
+from rayda.pairing import pair_plan, paired_stream, sp_feat, topk
 from rayda.pairing.features import shared_classes
-from rayda.pairing.loader import _neighbour_draws, _random_draws
 from rayda.pairing.pair import pair_features
 
 
@@ -41,9 +41,14 @@ def test_sp_feat_hand_computed_with_ignore_and_an_empty_cell():
 
 def test_sp_feat_matches_the_definition_on_odd_sizes_and_levels():
     rng = np.random.default_rng(0)
-    labels = [rng.choice([0, 1, 2, 3, 4, 255], size=s).astype(np.uint8) for s in [(7, 11), (7, 11), (5, 13), (12, 12)]]
+    values = [0, 1, 2, 3, 4, 255]
+    noisy = [rng.choice(values, size=s).astype(np.uint8) for s in [(7, 11), (7, 11), (5, 13), (12, 12)]]
+    # Piecewise-constant maps (as real labels are) take the run-length count, noisy ones the per-pixel one.
+    blocky = [np.kron(rng.choice(values, size=s), np.ones(k, int)).astype(np.uint8)
+              for s, k in [((3, 4), (3, 5)), ((4, 6), (16, 40)), ((2, 3), (30, 90)), ((1, 1), (1, 1))]]
+    labels = noisy + blocky
     f = sp_feat(labels, 5, levels=(1, 2, 3, 4))
-    assert f.shape == (4, 5 * (1 + 4 + 9 + 16))
+    assert f.shape == (8, 5 * (1 + 4 + 9 + 16))
     for label, row in zip(labels, f):
         np.testing.assert_allclose(row, slow_sp_feat(label, 5, (1, 2, 3, 4)), atol=1e-6)
 
@@ -143,25 +148,45 @@ def test_pair_command_on_simworld(ray_clean, simworld, simworld_pairs):
     label = decode_image_bytes(row["label"], mode=None)[0].numpy()
     np.testing.assert_allclose(mine["feat"], sp_feat(label[None], 19)[0], atol=1e-6)
     # The loader's draws: deterministic for a seed, always one of the real image's neighbours.
-    draws = lambda seed: sorted(  # noqa: E731
-        (r["real_id"], r["synthetic_id"]) for r in _neighbour_draws(out, syn, real, seed, epochs=3).iter_rows())
-    first = draws(0)
-    assert first == draws(0) and first != draws(1) and len(first) == 3 * real.num_rows
+    plan = pair_plan(syn, real, out)
+    draws = lambda seed, epoch: list(plan.synthetic_ids[plan.draw(plan.real_ids, seed, epoch)])  # noqa: E731
+    first = draws(0, 0)
+    assert first == draws(0, 0) and first != draws(1, 0) and first != draws(0, 1)
     allowed = {(p["real_id"], p["synthetic_id"]) for p in pairs}
-    assert set(first) <= allowed
-    # The joined, decoded pair stream is trained on in test_unit's SP-Feat run.
-    # Pairs made for other datasets are refused.
+    assert {(r, s) for e in range(3) for r, s in zip(plan.real_ids, draws(0, e))} <= allowed
+    # The decoded pair stream: its pairs are the plan's draws (and test_unit trains on it).
+    stream = paired_stream(syn, real, plan, Augment(crop=(32, 32)), 0, rows=real.num_rows, keep_id=True)
+    got = {(r, s) for b in stream.iter_batches(batch_size=None) for r, s in zip(b["target_id"], b["id"])}
+    assert got == set(zip(plan.real_ids, first))
+    # Pairs made for other datasets are refused, and so is a real image the pairs do not hold.
     with pytest.raises(DatasetError, match="pairs synthetic dataset"):
-        paired_dataset(real, real, Augment(), 0, rows=10, pairs=out)
+        pair_plan(real, real, out)
+    with pytest.raises(DatasetError, match="real image nope has no neighbours"):
+        plan.draw(["nope"], 0, 0)
 
 
-def test_random_pairing_is_deterministic_and_uniform_over_synthetic(ray_clean, simworld):
+def test_paired_stream_is_a_function_of_seed_and_position(ray_session, simworld):
+    """What makes resume exact for the adversarial methods: a paired stream opened at pair k equals the full
+    stream from k on; workers share the epochs out between them; random pairing
+    spreads over the synthetic set."""
     syn, real = simworld["synthetic"], simworld["real_val"]
-    draws = lambda seed: sorted((r["real_id"], r["synthetic_id"]) for r in  # noqa: E731
-                                _random_draws(syn, real, seed, epochs=4).iter_rows())
-    first = draws(0)
-    assert first == draws(0) and first != draws(1) and len(first) == 4 * real.num_rows
-    assert len({s for _, s in first}) > 10  # spread over the synthetic set, not a few images
+    plan, real_ids = pair_plan(syn, real), sorted(dataset_ids(real))
+    augment = Augment(crop=(24, 24), scale=(0.8, 1.2))
+
+    def rows(**kw):
+        stream = paired_stream(syn, real, plan, augment, 5, keep_id=True, **kw)
+        return [(r, s, image.tobytes(), target.tobytes()) for b in stream.iter_batches(batch_size=None)
+                for r, s, image, target in zip(b["target_id"], b["id"], b["image"], b["target_image"])]
+
+    full = rows(rows=20)
+    assert len(full) >= 20 and rows(rows=20) == full  # deterministic, augmentation included
+    assert sorted(r for r, *_ in full[:8]) == real_ids  # epoch 0: each real image once
+    assert rows(rows=20 - 11, start=11)[:9] == full[11:20]  # seek, mid-epoch
+    # One real shard, so one slot per epoch: worker 0 streams epochs 0, 2, ..., worker 1 epochs 1, 3, ...
+    split = [rows(rows=8, rank=r, world=2, mix_rows=0) for r in (0, 1)]
+    assert split[0][:8] == full[:8] and split[1][:8] == full[8:16]
+    partners = plan.synthetic_ids[np.concatenate([plan.draw(real_ids, 0, e) for e in range(8)])]
+    assert len(set(partners)) > 16  # 64 draws spread over the 32 synthetic images, not a few
 
 
 def test_pair_errors_name_the_problem(ray_clean, simworld, tmp_path):

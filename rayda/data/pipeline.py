@@ -20,6 +20,7 @@ from PIL import Image
 from rayda.data.format import DEPTH_SCALE, SCHEMA, DatasetError, DatasetInfo
 
 IGNORE = 255
+ROW_GROUP_ROWS = 8  # rows per Parquet row group of a written shard: the unit of a random read
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,10 @@ def decode_image_bytes(data: bytes, mode: str | None = "RGB") -> torch.Tensor:
 
 
 def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool, with_depth: bool,
-                 rng_key: tuple[int, ...] | None = None) -> dict:
+                 rng_key: tuple[int, ...] | None = None, rng_ids=None) -> dict:
     """Decode (and augment) a batch of encoded rows. With `rng_key`, each row's augmentation draws come from
-    (rng_key, row id), the same wherever and whenever the row is decoded; without, fresh draws."""
+    (rng_key, row id or its `rng_ids` entry), the same wherever and whenever the row is decoded; without,
+    fresh draws."""
     images, labels, depths = [], [], []
     rng = np.random.default_rng()
     has_label = "label" in batch
@@ -146,7 +148,8 @@ def decode_batch(batch: dict, info: dict, augment: Augment | None, keep_id: bool
         label = _decode_label(batch["label"][i], image, info, where) if has_label else None
         depth = _decode_depth(batch["depth"][i], image, where) if with_depth else None
         if augment is not None:
-            row_rng = rng if rng_key is None else np.random.default_rng([*rng_key, zlib.crc32(str(sample_id).encode())])
+            key = sample_id if rng_ids is None else rng_ids[i]
+            row_rng = rng if rng_key is None else np.random.default_rng([*rng_key, zlib.crc32(str(key).encode())])
             image, label, depth = _augment(image, label, depth, augment, row_rng)
         images.append(image.numpy())
         if label is not None:
@@ -252,7 +255,10 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 
 def write_dataset(rows: ray.data.Dataset, out: Path, info: DatasetInfo, rows_per_shard: int = 64) -> DatasetInfo:
     """Write a dataset of format rows as Parquet shards, then `dataset.json` with counts from the shards."""
-    rows.write_parquet(str(out), min_rows_per_file=rows_per_shard)
+    # Small row groups: the paired stream reads a synthetic partner's row group, not its whole shard.
+    # No statistics on the encoded images (Parquet would store each group's min and max image).
+    rows.write_parquet(str(out), min_rows_per_file=rows_per_shard, row_group_size=ROW_GROUP_ROWS,
+                       write_statistics=["id", "height", "width"])
     files = sorted(p for p in out.glob("*.parquet"))
     if not files:
         raise DatasetError(f"dataset '{info.name}': nothing was written to {out} (empty input?)")

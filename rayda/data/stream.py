@@ -62,6 +62,16 @@ def train_stream(info: DatasetInfo, augment: Augment, seed: int, rows: int, *, s
         raise DatasetError(f"dataset '{info.name}' has no labels; a labeled training set is needed here")
     if with_depth and not info.has_depth:
         raise DatasetError(f"dataset '{info.name}' has no depth (dataset.json: has_depth false)")
+    columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
+    return slot_stream(slot_plan(info, seed, rows, start, rank, world, mix_rows), _read_slot,
+                       dict(info=_light(info), augment=augment, seed=seed, columns=columns, with_depth=with_depth,
+                            keep_id=keep_id))
+
+
+def slot_plan(info: DatasetInfo, seed: int, rows: int, start: int, rank: int, world: int,
+              mix_rows: int) -> list[dict]:
+    """The slots of worker `rank` that hold its samples [start, start + rows), the first one told how many
+    of its (permuted) rows come before `start`."""
     paths, plan, seen = info.shard_paths(), [], 0
     for slot in worker_slots(info, seed, rank, world, mix_rows):
         if seen + slot.rows > start:
@@ -70,29 +80,41 @@ def train_stream(info: DatasetInfo, augment: Augment, seed: int, rows: int, *, s
         seen += slot.rows
         if seen >= start + rows:
             break
-    columns = ["id", "image", "label"] + (["depth"] if with_depth else [])
+    return plan
+
+
+def slot_stream(plan: list[dict], read_slot, fn_kwargs: dict) -> ray.data.Dataset:
+    """One Ray Data task per slot of `plan`, its output blocks kept in plan order."""
     ds = ray.data.from_items(plan, override_num_blocks=len(plan)).map_batches(
-        _read_slot, batch_size=1, batch_format="numpy",
-        fn_kwargs=dict(info=_light(info), augment=augment, seed=seed, columns=columns, with_depth=with_depth,
-                       keep_id=keep_id))
+        read_slot, batch_size=1, batch_format="numpy", fn_kwargs=fn_kwargs)
     ds.context.execution_options.preserve_order = True  # the stream's order is its contract
     ds.context.enable_progress_bars = False
     return ds
 
 
-def _read_slot(item: dict, info: dict, augment: Augment, seed: int, columns: list[str], with_depth: bool,
-               keep_id: bool):
-    epoch, index, skip = int(item["epoch"][0]), int(item["index"][0]), int(item["skip"][0])
-    tables, paths = [], []
-    for path in item["shards"][0]:
+def read_shards(paths, columns: list[str], name: str) -> tuple[pa.Table, np.ndarray]:
+    """The shards' rows (`columns`) as one table, and each row's shard path."""
+    tables, row_paths = [], []
+    for path in paths:
         try:
             table = pq.read_table(path, columns=columns)
         except (OSError, pa.ArrowException) as e:
-            raise DatasetError(f"dataset '{info['name']}', shard {path}: unreadable Parquet ({e})") from None
+            raise DatasetError(f"dataset '{name}', shard {path}: unreadable Parquet ({e})") from None
         tables.append(table)
-        paths += [path] * table.num_rows
-    table, paths = pa.concat_tables(tables), np.asarray(paths)
-    order = np.random.default_rng([seed, epoch, index]).permutation(table.num_rows)[skip:]
+        row_paths += [path] * table.num_rows
+    return pa.concat_tables(tables), np.asarray(row_paths)
+
+
+def slot_order(item: dict, seed: int, num_rows: int) -> tuple[int, np.ndarray]:
+    """(epoch, the slot's row order from its first row at or after the stream's start)."""
+    epoch, index, skip = int(item["epoch"][0]), int(item["index"][0]), int(item["skip"][0])
+    return epoch, np.random.default_rng([seed, epoch, index]).permutation(num_rows)[skip:]
+
+
+def _read_slot(item: dict, info: dict, augment: Augment, seed: int, columns: list[str], with_depth: bool,
+               keep_id: bool):
+    table, paths = read_shards(item["shards"][0], columns, info["name"])
+    epoch, order = slot_order(item, seed, table.num_rows)
     for lo in range(0, len(order), CHUNK_ROWS):
         take = order[lo:lo + CHUNK_ROWS]
         batch = {c: table[c].take(take).to_numpy(zero_copy_only=False) for c in columns}

@@ -9,7 +9,7 @@ import torch
 from rayda.classes import ClassSet
 
 CHECKPOINT_VERSION = 1
-STATE_FILE = "state.pt"          # every net, optimizer, scheduler, the step and the history
+STATE_FILE = "state.pt"          # every net, optimizer, scheduler, buffer, the step and the history
 SEGMENTER_FILE = "segmenter.pt"  # the task network's weights
 META_FILE = "meta.json"          # what the checkpoint is: method, architecture, classes, step
 VISUALS_FILE = "visuals.png"     # the method's image grid at this step (translations), if it has one
@@ -19,10 +19,14 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or belongs to another method or class set."""
 
 
-def save(directory: str | Path, *, method, step: int, history: list[dict], config: dict) -> None:
+def save(directory: str | Path, *, method, step: int, history: list[dict], config: dict,
+         rank_buffers: list[dict] | None = None) -> None:
+    """`rank_buffers`: every rank's buffers (its image pools hold its own data), in rank order."""
     directory = Path(directory)
     state = {"version": CHECKPOINT_VERSION, "method": method.name, "step": step,
              "method_state": method.state_dict(), "history": history}
+    if rank_buffers is not None:
+        state["rank_buffers"] = rank_buffers
     torch.save(state, directory / STATE_FILE)
     if method.segmenter is not None:
         torch.save(method.segmenter.state_dict(), directory / SEGMENTER_FILE)

@@ -19,7 +19,8 @@ from rayda.config import validate
 from rayda.data import Augment, read_info, to_network_input, train_stream
 from rayda.eval.evaluate import predict, protocol_classes
 from rayda.eval.metrics import confusion_matrix, summarize
-from rayda.methods import StepContext, method_class
+from rayda.methods import StepContext, method_class, unwrap
+from rayda.pairing import paired_stream
 from rayda.report import save_grid
 from rayda.train import checkpoint as ckpt
 
@@ -40,30 +41,46 @@ def seed_everything(seed: int, rank: int, step: int) -> None:
     torch.manual_seed(s)
 
 
-def source_batches(cfg, needs_depth: bool, rank: int, world: int, start: int):
-    """This worker's batches for steps start.. of the run: its deterministic stream (`rayda.data.stream`)
-    from sample start * batch_size on, so a resumed run trains on what the uninterrupted one would have."""
+def training_batches(cfg, method, rank: int, world: int, start: int, plan=None):
+    """This worker's batches for steps start.. of the run: its deterministic stream (`rayda.data.stream`,
+    paired with the target by `rayda.pairing.paired_stream`) from sample start * batch_size on, so a
+    resumed run trains on what the uninterrupted one would have."""
     b = cfg.data.batch_size
-    ds = train_stream(read_info(cfg.data.source), Augment.of(cfg.data), cfg.train.seed,
-                      rows=(cfg.train.steps - start) * b, start=start * b, rank=rank, world=world,
-                      mix_rows=cfg.data.shuffle_buffer, with_depth=needs_depth)
+    source, augment = read_info(cfg.data.source), Augment.of(cfg.data)
+    where = dict(rows=(cfg.train.steps - start) * b, start=start * b, rank=rank, world=world,
+                 mix_rows=cfg.data.shuffle_buffer, with_depth=method.needs_depth)
+    if method.needs_target:
+        ds = paired_stream(source, read_info(cfg.data.target), plan, augment, cfg.train.seed, **where)
+    else:
+        ds = train_stream(source, augment, cfg.train.seed, **where)
     return iter(ds.iter_torch_batches(batch_size=b, drop_last=True))
 
 
-def paired_batches(shard, batch_size: int, shuffle_buffer: int, seed: int, name: str):
-    """Endless stream of batches, epoch after epoch, from this worker's shard of the paired dataset."""
-    epoch = 0
-    while True:
-        n = 0
-        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True,
-                                              local_shuffle_buffer_size=shuffle_buffer or None,
-                                              local_shuffle_seed=seed + epoch):
-            n += 1
-            yield batch
-        if n == 0:
-            raise ValueError(f"dataset '{name}' gave this worker no full batch of {batch_size}: "
-                             "lower data.batch_size or use fewer workers")
-        epoch += 1
+def gather_buffers(method, rank: int, world: int) -> list[dict] | None:
+    """Every rank's buffers on rank 0 (a collective): each rank's image pools hold its own data."""
+    if not method.buffers or world == 1:
+        return None
+    mine = {name: buffer.state_dict() for name, buffer in method.buffers.items()}
+    everyone = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(mine, everyone, dst=0)
+    return everyone
+
+
+@torch.no_grad()
+def broadcast_buffers(nets) -> None:
+    """Rank 0's buffers (batch-norm statistics) to every rank, one collective per dtype. DDP does this on
+    each forward of a wrapped net, but a step also runs nets unwrapped (held fixed, or in eval mode) on
+    statistics a rank drifted to on its own, which no checkpoint holds; from the same start, each step
+    then runs the same whether or not the run was resumed."""
+    groups = defaultdict(list)
+    for net in nets:
+        for buffer in unwrap(net).buffers():
+            groups[buffer.dtype].append(buffer)
+    for buffers in groups.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        torch.distributed.broadcast(flat, src=0)
+        for b, value in zip(buffers, flat.split([b.numel() for b in buffers])):
+            b.copy_(value.view_as(b))
 
 
 @torch.inference_mode()
@@ -73,9 +90,8 @@ def validate_segmenter(net: torch.nn.Module, shard, classes: ClassSet, device: t
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed:
         # Under no_grad DDP skips its buffer sync, so each rank would score with its own BatchNorm
-        # statistics; score with rank 0's, the ones the checkpoint keeps (DDP resends them next step anyway).
-        for buffer in net.buffers():
-            torch.distributed.broadcast(buffer, src=0)
+        # statistics; score with rank 0's, the ones the checkpoint keeps.
+        broadcast_buffers([net])
     modes = {m: m.training for m in net.modules()}
     net.eval()
     c = classes.num_classes
@@ -111,22 +127,24 @@ def train_loop(config: dict) -> None:
         with restored.as_directory() as d:
             state = ckpt.load_state(d, method)
         method.load_state_dict(state["method_state"])
+        if "rank_buffers" in state:  # this rank's own pools (by rank modulo, if the world size changed)
+            mine = state["rank_buffers"][rank % len(state["rank_buffers"])]
+            for name, buffer in mine.items():
+                method.buffers[name].load_state_dict(buffer)
         start, history = state["step"], state["history"]
         resumed = start
         if rank == 0:
             log.info(f"[{cfg.name}] resuming from the checkpoint of step {start}")
     scored = protocol_classes(classes, cfg.eval.protocol)
 
-    if method.needs_target:  # a paired (source, target) dataset, split across workers by Ray Train
-        stream = paired_batches(ray.train.get_dataset_shard("train"), cfg.data.batch_size,
-                                cfg.data.shuffle_buffer, cfg.train.seed + start, cfg.data.source)
-    else:
-        stream = source_batches(cfg, method.needs_depth, rank, ctx.get_world_size(), start)
+    stream = training_batches(cfg, method, rank, ctx.get_world_size(), start, config.get("pair_plan"))
     # Per-loss counts: a method may return a term only on some steps (CSA's stages, for one).
     sums, counts, count, t0 = defaultdict(float), defaultdict(int), 0, time.perf_counter()
     last_checkpoint, preemption_saved = "none yet", False
     for step in range(start, cfg.train.steps):
         seed_everything(cfg.train.seed, rank, step)
+        if ctx.get_world_size() > 1:
+            broadcast_buffers(method.nets.values())
         batch = next(stream)
         for key in ("image", "target_image"):
             if key in batch:
@@ -164,9 +182,11 @@ def train_loop(config: dict) -> None:
             losses_text = " ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss/"))
             log.info(f"[{cfg.name}] step {done}/{cfg.train.steps} {losses_text} ({metrics['images_per_s']:.1f} img/s)")
         if save:
+            rank_buffers = gather_buffers(method, rank, ctx.get_world_size())
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
-                    ckpt.save(d, method=method, step=done, history=history, config=config["cfg"])
+                    ckpt.save(d, method=method, step=done, history=history, config=config["cfg"],
+                              rank_buffers=rank_buffers)
                     grid = method.visuals(batch)
                     if grid is not None:  # travels with the checkpoint to the run's storage
                         save_grid(Path(d) / ckpt.VISUALS_FILE, grid[1], titles=grid[0])

@@ -6,14 +6,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
 from rayda.config import ConfigError, RunConfig, to_dict
-from rayda.data import Augment, eval_dataset, read_info
+from rayda.data import eval_dataset, read_info
 from rayda.methods import method_class
-from rayda.pairing import paired_dataset
+from rayda.pairing import pair_plan
 from rayda.report import save_loss_curves
 from rayda.train import checkpoint as ckpt
 from rayda.train.entry import train_loop_per_worker
@@ -42,26 +43,23 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
         val = read_info(cfg.data.val)
         if val.classes != source.classes:
             raise ConfigError(f"data.val ({val.name}) has classes {val.classes.names}, data.source ({source.name}) has {source.classes.names}")
-    datasets = {}
+    loop_config = {"cfg": to_dict(cfg), "classes": source.classes.to_json()}
     if method_cls.needs_target:
         if not cfg.data.target:
             raise ConfigError(f"method '{cfg.method.name}' adapts to a target domain: set data.target")
-        # Enough pairs for the whole run in one stream; the loop re-reads it if a worker runs short.
+        # Ids and neighbour lists only; each worker streams its pairs (`rayda.pairing.paired_stream`).
         pairs = cfg.data.pairs if cfg.data.pairing == "spfeat" else None
-        rows = cfg.train.steps * cfg.data.batch_size * cfg.scaling.num_workers
-        datasets["train"] = paired_dataset(source, read_info(cfg.data.target), Augment.of(cfg.data), cfg.train.seed,
-                                           rows, pairs=pairs, with_depth=method_cls.needs_depth)
+        loop_config["pair_plan"] = ray.put(pair_plan(source, read_info(cfg.data.target), pairs))
     elif cfg.data.pairs:
         raise ConfigError(f"data.pairs is set but method '{cfg.method.name}' trains on the source alone")
-    # Source-only methods get no train dataset here: each worker opens its own stream at its resume step.
-    if cfg.train.val_every:
-        datasets["val"] = eval_dataset(val)
-    for ds in datasets.values():
-        ds.context.enable_progress_bars = False  # the loop prints its own progress line per report
+    # No train dataset here: each worker opens its own stream at its resume step.
+    datasets = {"val": eval_dataset(val)} if cfg.train.val_every else None
+    if datasets:
+        datasets["val"].context.enable_progress_bars = False  # the loop prints its own progress line per report
     sc = cfg.scaling
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "classes": source.classes.to_json()},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
                                                resources_per_worker={**sc.resources_per_worker, "CPU": sc.cpus_per_worker},
                                                placement_strategy=sc.placement_strategy),
@@ -71,7 +69,7 @@ def build_trainer(cfg: RunConfig, callbacks: list | None = None) -> TorchTrainer
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
         ),
-        datasets=datasets or None,
+        datasets=datasets,
     )
 
 

@@ -27,7 +27,7 @@ class DataConfig(Section):
     scale: tuple[float, float] = (0.75, 1.25)  # random rescale range before the crop
     flip: bool = True
     batch_size: int = Field(8, gt=0)    # per worker
-    shuffle_buffer: int = Field(64, ge=0)  # rows shuffled together: whole shards per training-stream slot
+    shuffle_buffer: int = Field(256, ge=0)  # rows shuffled together: whole shards per training-stream slot
 
     @model_validator(mode="after")
     def _check(self):

@@ -198,3 +198,13 @@ def test_pair_errors_name_the_problem(ray_clean, simworld, tmp_path):
     write_features(tmp_path / "real", [[0.0, 1.0]], "q")
     with pytest.raises(DatasetError, match="no synthetic features"):
         pair_features(tmp_path / "empty", tmp_path / "real", tmp_path / "o2")
+
+
+def test_the_pair_plan_refuses_empty_and_unlabeled_data(simworld):
+    import dataclasses
+
+    syn, real = simworld["synthetic"], simworld["real_val"]
+    with pytest.raises(DatasetError, match=f"dataset '{real.name}' .* is empty"):
+        pair_plan(syn, dataclasses.replace(real, num_rows=0, shards=[]))
+    with pytest.raises(DatasetError, match="has no labels; the synthetic side must be labeled"):
+        pair_plan(dataclasses.replace(syn, has_labels=False), real)

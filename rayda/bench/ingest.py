@@ -27,7 +27,8 @@ class ShardRows(torch.utils.data.IterableDataset):
         w = torch.utils.data.get_worker_info()
         files = self.files[w.id::w.num_workers] if w else self.files
         for f in files:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=16, columns=["id", "image", "label"]):
+            # No Arrow thread pool: a forked DataLoader worker inherits the driver's, without its threads.
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=16, columns=["id", "image", "label"], use_threads=False):
                 batch = {k: rb.column(k).to_numpy(zero_copy_only=False) for k in ("id", "image", "label")}
                 batch["path"] = np.array([f] * rb.num_rows)
                 out = decode_batch(batch, self.light, self.augment, keep_id=False, with_depth=False)

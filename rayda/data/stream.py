@@ -54,7 +54,7 @@ def worker_slots(info: DatasetInfo, seed: int, rank: int, world: int, mix_rows: 
 
 
 def train_stream(info: DatasetInfo, augment: Augment, seed: int, rows: int, *, start: int = 0, rank: int = 0,
-                 world: int = 1, mix_rows: int = 64, with_depth: bool = False,
+                 world: int = 1, mix_rows: int = 256, with_depth: bool = False,
                  keep_id: bool = False) -> ray.data.Dataset:
     """Samples [start, start + rows) of worker `rank`'s stream, in order: image uint8 [3,h,w], label uint8
     [h,w] (and depth float32 [1,h,w] metres, the row's id), decoded and augmented."""

@@ -59,8 +59,9 @@ def pair_plan(source: DatasetInfo, target: DatasetInfo, pairs: str | Path | None
     each real image's neighbours and weights. Ray Data passes over the id columns only."""
     if not source.has_labels:
         raise DatasetError(f"dataset '{source.name}' has no labels; the synthetic side must be labeled")
-    if target.num_rows == 0 or source.num_rows == 0:
-        raise DatasetError(f"empty dataset: '{source.name}' has {source.num_rows} rows, '{target.name}' {target.num_rows}")
+    for info in (source, target):
+        if info.num_rows == 0:
+            raise DatasetError(f"dataset '{info.name}' ({info.path}) is empty: its dataset.json lists no rows")
     paths = source.shard_paths()
     rows = read_dataset(source, columns=["id"]).to_pandas().sort_values("id")
     ids = rows["id"].to_numpy(str)
@@ -95,7 +96,7 @@ def _pair_table(pairs: Path, source: DatasetInfo, target: DatasetInfo) -> dict:
 
 
 def paired_stream(source: DatasetInfo, target: DatasetInfo, plan: PairPlan | ray.ObjectRef, augment: Augment,
-                  seed: int, rows: int, *, start: int = 0, rank: int = 0, world: int = 1, mix_rows: int = 64,
+                  seed: int, rows: int, *, start: int = 0, rank: int = 0, world: int = 1, mix_rows: int = 256,
                   with_depth: bool = False, keep_id: bool = False) -> ray.data.Dataset:
     """Pairs [start, start + rows) of worker `rank`'s stream, in order: image, label[, depth] of the
     synthetic side and target_image of the real side, decoded and augmented (uint8), with `keep_id` also
